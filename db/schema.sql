@@ -1,0 +1,187 @@
+-- saefeatures store schema.
+-- Each "-- version N:" block is one migration; blocks apply in order, each in
+-- its own transaction, and the applied versions are recorded in schema_version.
+-- Never edit a block that has shipped: add a new one below it.
+-- Every results table carries run_id, which refers to runs.run_id.
+
+-- version 1: runs and the core tables
+CREATE TABLE runs (
+    run_id          VARCHAR PRIMARY KEY,
+    command         VARCHAR NOT NULL,
+    config          JSON,
+    package_version VARCHAR NOT NULL,
+    git_revision    VARCHAR,
+    host            VARCHAR,
+    pid             INTEGER,
+    started         TIMESTAMP NOT NULL,
+    finished        TIMESTAMP,
+    status          VARCHAR NOT NULL CHECK (status IN ('running', 'ok', 'failed')),
+    error           VARCHAR
+);
+
+CREATE TABLE models (
+    run_id       VARCHAR NOT NULL,
+    model        VARCHAR PRIMARY KEY,
+    source       VARCHAR NOT NULL,
+    reference    VARCHAR NOT NULL,
+    architecture VARCHAR NOT NULL,
+    n_layers     INTEGER NOT NULL,
+    d_model      INTEGER NOT NULL,
+    n_heads      INTEGER NOT NULL,
+    n_kv_heads   INTEGER NOT NULL,
+    d_vocab      INTEGER NOT NULL,
+    is_chat      BOOLEAN NOT NULL,
+    dtype        VARCHAR NOT NULL,
+    weights_path VARCHAR
+);
+
+CREATE TABLE corpora (
+    run_id     VARCHAR NOT NULL,
+    corpus     VARCHAR PRIMARY KEY,
+    kind       VARCHAR NOT NULL,
+    source     VARCHAR,
+    n_passages INTEGER NOT NULL,
+    meta       JSON
+);
+
+CREATE TABLE passages (
+    run_id     VARCHAR NOT NULL,
+    corpus     VARCHAR NOT NULL,
+    passage_id INTEGER NOT NULL,
+    emotion    VARCHAR,
+    topic      VARCHAR,
+    text       VARCHAR NOT NULL,
+    meta       JSON,
+    PRIMARY KEY (corpus, passage_id)
+);
+
+CREATE TABLE emotion_vectors (
+    run_id     VARCHAR NOT NULL,
+    model      VARCHAR NOT NULL,
+    corpus     VARCHAR NOT NULL,
+    layer      INTEGER NOT NULL,
+    hook       VARCHAR NOT NULL,
+    emotion    VARCHAR NOT NULL,
+    method     VARCHAR NOT NULL,
+    n_passages INTEGER NOT NULL,
+    vector     FLOAT[] NOT NULL
+);
+
+CREATE TABLE geometry (
+    run_id         VARCHAR NOT NULL,
+    model          VARCHAR NOT NULL,
+    corpus         VARCHAR NOT NULL,
+    layer          INTEGER NOT NULL,
+    rel_depth      DOUBLE NOT NULL,
+    method         VARCHAR NOT NULL,
+    component      VARCHAR NOT NULL,
+    rating         VARCHAR,
+    var_explained  DOUBLE,
+    pearson_r      DOUBLE,
+    spearman_r     DOUBLE,
+    ci_low         DOUBLE,
+    ci_high        DOUBLE,
+    p_value        DOUBLE,
+    q_value        DOUBLE,
+    n_emotions     INTEGER
+);
+
+CREATE TABLE saes (
+    run_id       VARCHAR NOT NULL,
+    sae_id       VARCHAR PRIMARY KEY,
+    model        VARCHAR NOT NULL,
+    layer        INTEGER NOT NULL,
+    hook         VARCHAR NOT NULL,
+    architecture VARCHAR NOT NULL,
+    d_in         INTEGER NOT NULL,
+    d_sae        INTEGER NOT NULL,
+    k            INTEGER,
+    tokens       BIGINT,
+    path         VARCHAR NOT NULL,
+    config       JSON
+);
+
+CREATE TABLE sae_metrics (
+    run_id VARCHAR NOT NULL,
+    sae_id VARCHAR NOT NULL,
+    split  VARCHAR NOT NULL,
+    metric VARCHAR NOT NULL,
+    value  DOUBLE
+);
+
+CREATE TABLE features (
+    run_id         VARCHAR NOT NULL,
+    sae_id         VARCHAR NOT NULL,
+    feature        INTEGER NOT NULL,
+    density        DOUBLE,
+    max_activation DOUBLE,
+    mean_active    DOUBLE,
+    top_tokens     VARCHAR[],
+    bottom_tokens  VARCHAR[],
+    top_snippets   JSON
+);
+
+CREATE TABLE feature_activations (
+    run_id     VARCHAR NOT NULL,
+    sae_id     VARCHAR NOT NULL,
+    corpus     VARCHAR NOT NULL,
+    passage_id INTEGER NOT NULL,
+    position   INTEGER NOT NULL,
+    feature    INTEGER NOT NULL,
+    value      FLOAT NOT NULL
+);
+
+CREATE TABLE alignments (
+    run_id  VARCHAR NOT NULL,
+    model   VARCHAR NOT NULL,
+    sae_id  VARCHAR NOT NULL,
+    layer   INTEGER NOT NULL,
+    corpus  VARCHAR NOT NULL,
+    emotion VARCHAR NOT NULL,
+    method  VARCHAR NOT NULL,
+    feature INTEGER,
+    score   DOUBLE,
+    rank    INTEGER,
+    extra   JSON
+);
+
+CREATE TABLE steering_results (
+    run_id  VARCHAR NOT NULL,
+    model   VARCHAR NOT NULL,
+    layer   INTEGER NOT NULL,
+    level   VARCHAR NOT NULL,
+    emotion VARCHAR NOT NULL,
+    target  VARCHAR,
+    k       INTEGER,
+    scale   DOUBLE NOT NULL,
+    metric  VARCHAR NOT NULL,
+    value   DOUBLE,
+    extra   JSON
+);
+
+CREATE TABLE patching_results (
+    run_id     VARCHAR NOT NULL,
+    model      VARCHAR NOT NULL,
+    level      VARCHAR NOT NULL,
+    pair_id    VARCHAR NOT NULL,
+    condition  VARCHAR NOT NULL,
+    layer      INTEGER,
+    position   INTEGER,
+    head       INTEGER,
+    feature    INTEGER,
+    effect     DOUBLE,
+    normalized DOUBLE,
+    extra      JSON
+);
+
+CREATE TABLE comparisons (
+    run_id          VARCHAR NOT NULL,
+    kind            VARCHAR NOT NULL,
+    model           VARCHAR NOT NULL,
+    other_model     VARCHAR,
+    layer           INTEGER,
+    metric          VARCHAR NOT NULL,
+    direction_value DOUBLE,
+    feature_value   DOUBLE,
+    extra           JSON
+);

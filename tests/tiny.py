@@ -1,0 +1,58 @@
+"""Tiny randomly initialised models of the embedded architectures, saved as local directories."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from tokenizers import Tokenizer, decoders, pre_tokenizers
+from tokenizers.models import BPE
+from transformers import (
+    Gemma3ForCausalLM,
+    Gemma3TextConfig,
+    LlamaConfig,
+    LlamaForCausalLM,
+    PreTrainedTokenizerFast,
+)
+
+SPECIALS = ["<bos>", "<eos>", "<pad>"]
+
+
+def byte_tokenizer() -> PreTrainedTokenizerFast:
+    """A byte-level tokenizer with no merges: every byte is a token (259 ids)."""
+    alphabet = pre_tokenizers.ByteLevel.alphabet()
+    vocab = {char: i for i, char in enumerate(sorted(alphabet))}
+    vocab.update({token: len(vocab) + i for i, token in enumerate(SPECIALS)})
+    core = Tokenizer(BPE(vocab=vocab, merges=[]))
+    core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    core.decoder = decoders.ByteLevel()
+    return PreTrainedTokenizerFast(
+        tokenizer_object=core, bos_token="<bos>", eos_token="<eos>", pad_token="<pad>"
+    )
+
+
+def save_tiny(kind: str, directory: Path, n_layers: int = 4, seed: int = 0) -> Path:
+    """Write a tiny `llama` or `gemma3` model plus tokenizer to `directory`."""
+    tokenizer = byte_tokenizer()
+    common = {
+        "vocab_size": len(tokenizer),
+        "hidden_size": 64,
+        "intermediate_size": 128,
+        "num_hidden_layers": n_layers,
+        "num_attention_heads": 4,
+        "max_position_embeddings": 256,
+        "bos_token_id": tokenizer.bos_token_id,
+        "eos_token_id": tokenizer.eos_token_id,
+        "pad_token_id": tokenizer.pad_token_id,
+    }
+    torch.manual_seed(seed)
+    if kind == "llama":
+        model = LlamaForCausalLM(LlamaConfig(num_key_value_heads=2, **common))
+    elif kind == "gemma3":
+        config = Gemma3TextConfig(num_key_value_heads=1, head_dim=16, sliding_window=16, **common)
+        model = Gemma3ForCausalLM(config)
+    else:
+        raise ValueError(kind)
+    model.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return directory
