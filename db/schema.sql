@@ -185,3 +185,32 @@ CREATE TABLE comparisons (
     feature_value   DOUBLE,
     extra           JSON
 );
+
+-- version 2: how vectors were made, and the geometry's companion tables
+ALTER TABLE emotion_vectors ADD COLUMN token_offset INTEGER;
+ALTER TABLE emotion_vectors ADD COLUMN n_removed INTEGER;
+
+CREATE TABLE vector_pairs (
+    run_id        VARCHAR NOT NULL,
+    model         VARCHAR NOT NULL,
+    corpus        VARCHAR NOT NULL,
+    layer         INTEGER NOT NULL,
+    method        VARCHAR NOT NULL,
+    emotion_a     VARCHAR NOT NULL,
+    emotion_b     VARCHAR NOT NULL,
+    expected_sign INTEGER NOT NULL,
+    cosine        DOUBLE NOT NULL
+);
+
+CREATE TABLE logit_lens (
+    run_id    VARCHAR NOT NULL,
+    model     VARCHAR NOT NULL,
+    corpus    VARCHAR NOT NULL,
+    layer     INTEGER NOT NULL,
+    method    VARCHAR NOT NULL,
+    emotion   VARCHAR NOT NULL,
+    direction VARCHAR NOT NULL CHECK (direction IN ('promoted', 'suppressed')),
+    rank      INTEGER NOT NULL,
+    token     VARCHAR NOT NULL,
+    logit     DOUBLE NOT NULL
+);

@@ -11,7 +11,7 @@ import typer
 # Typer vendors its own click; its exception types live there (typer is pinned).
 from typer._click.exceptions import ClickException, UsageError
 
-from saefeatures import __version__, models, pipeline, present
+from saefeatures import __version__, corpora, geometry, models, pipeline, present, vectors
 from saefeatures.config import DB_ENV, DEFAULT_DB, DEFAULT_MODEL, DEFAULT_OUT, OUT_ENV
 from saefeatures.errors import SaefeaturesError
 
@@ -23,8 +23,10 @@ app = typer.Typer(
 )
 models_app = typer.Typer(help="The model registry: list, inspect, convert.")
 db_app = typer.Typer(help="The DuckDB store.", no_args_is_help=True)
+corpus_app = typer.Typer(help="Text corpora: list, show, import.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
 app.add_typer(db_app, name="db")
+app.add_typer(corpus_app, name="corpus")
 
 DbOption = Annotated[
     Path, typer.Option("--db", envvar=DB_ENV, help="DuckDB file of the workspace.")
@@ -114,6 +116,118 @@ def db_info(db: DbOption = DEFAULT_DB) -> None:
     with pipeline.Workspace(db, DEFAULT_OUT).open_store(read_only=True) as store:
         print(f"{db}: schema version {store.schema_version} (saefeatures {__version__})")
         present.print_rows(["table", "rows"], store.table_counts())
+
+
+CorpusOption = Annotated[
+    str, typer.Option("--corpus", help="Corpus name: templates, or one you imported.")
+]
+EmotionsOption = Annotated[
+    str, typer.Option("--emotions", help="default, all, a file (one word a line) or a,b,c.")
+]
+
+
+@corpus_app.command("list")
+def corpus_list(db: DbOption = DEFAULT_DB) -> None:
+    """The corpora in the store and the built-in ones."""
+    with pipeline.Workspace(db, DEFAULT_OUT).open_store() as store:
+        present.print_arrow(corpora.listing(store), title="corpora")
+
+
+@corpus_app.command("show")
+def corpus_show(
+    name: Annotated[str, typer.Argument(help="Corpus name.")],
+    model: ModelOption = DEFAULT_MODEL,
+    db: DbOption = DEFAULT_DB,
+) -> None:
+    """Passages per emotion, token statistics (with the model's tokenizer) and a sample."""
+    with pipeline.Workspace(db, DEFAULT_OUT).open_store() as store:
+        summary = corpora.describe(store, name, model)
+    present.print_rows(["emotion", "passages"], summary["counts"], title=f"corpus {name}")
+    present.print_rows(
+        ["statistic", "value"], summary["tokens"].items(), title="tokens per passage"
+    )
+    present.print_rows(["emotion", "sample"], summary["sample"], title="sample")
+
+
+@corpus_app.command("import")
+def corpus_import(
+    source: Annotated[str, typer.Argument(help="A JSONL file, or hf:DATASET.")],
+    name: Annotated[str, typer.Option("--name", help="Name of the corpus in the store.")],
+    db: DbOption = DEFAULT_DB,
+) -> None:
+    """Import passages: JSONL lines with `emotion` and `stories` (a list) or `text`."""
+    with pipeline.Workspace(db, DEFAULT_OUT).open_store() as store:
+        count = corpora.import_corpus(store, source, name)
+    print(f"imported {count} passages into corpus {name}")
+
+
+@app.command("vectors")
+def vectors_command(
+    model: ModelOption = DEFAULT_MODEL,
+    corpus: CorpusOption = "templates",
+    emotions: EmotionsOption = "default",
+    layers: Annotated[str, typer.Option("--layers", help="'all' or e.g. 4,8,10.")] = "all",
+    offset: Annotated[int, typer.Option("--offset", help="Pool tokens from here on.")] = 50,
+    denoise_var: Annotated[
+        float, typer.Option("--denoise-var", help="Neutral variance share projected out.")
+    ] = 0.5,
+    batch_size: Annotated[int, typer.Option("--batch-size")] = 8,
+    dtype: DtypeOption = "float32",
+    device: DeviceOption = "cpu",
+    db: DbOption = DEFAULT_DB,
+) -> None:
+    """Emotion contrast vectors at every layer, raw and denoised, into the store."""
+    options = vectors.VectorOptions(
+        model, corpus, emotions, layers, offset, denoise_var, batch_size, dtype, device
+    )
+    with pipeline.Workspace(db, DEFAULT_OUT).open_store() as store:
+        summary = vectors.extract(store, options)
+    present.print_rows(["fact", "value"], summary.items(), title="emotion vectors")
+
+
+@app.command("geometry")
+def geometry_command(
+    model: ModelOption = DEFAULT_MODEL,
+    corpus: CorpusOption = "templates",
+    ratings: Annotated[
+        Path | None, typer.Option("--ratings", help="CSV: emotion, valence, arousal.")
+    ] = None,
+    strict: Annotated[
+        bool, typer.Option("--strict", help="Fail when an emotion has no rating.")
+    ] = False,
+    resamples: Annotated[int, typer.Option("--resamples", help="Bootstrap/permutations.")] = 1000,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    dtype: DtypeOption = "float32",
+    device: DeviceOption = "cpu",
+    db: DbOption = DEFAULT_DB,
+    out: OutOption = DEFAULT_OUT,
+) -> None:
+    """PCA of the vectors against valence/arousal by layer, sanity pairs, logit lens, figures."""
+    options = geometry.GeometryOptions(
+        model, corpus, ratings, strict, resamples, seed, dtype=dtype, device=device
+    )
+    with pipeline.Workspace(db, out).open_store() as store:
+        result = geometry.analyze(store, out, options)
+    columns = geometry.TABLE_COLUMNS
+    present.print_rows(
+        columns,
+        ([row[column] for column in columns] for row in result["geometry"]),
+        title="geometry (each PC's sign fixed so that r >= 0)",
+    )
+    present.print_rows(
+        ["method", "layer", "a", "b", "expected", "cosine"],
+        ([p["method"], p["layer"], p["emotion_a"], p["emotion_b"], p["expected_sign"], p["cosine"]]
+         for p in result["pairs"] if p["layer"] == result["best"]["layer"]),
+        title=f"sanity pairs at the best layer {result['best']['layer']}",
+    )  # fmt: skip
+    best = result["best"]
+    print(
+        f"best layer {best['layer']} (depth {best['rel_depth']:.2f}): PC1-valence r = "
+        f"{best['pearson_r']:.3f} [95% CI {best['ci_low']:.3f}, {best['ci_high']:.3f}], "
+        f"q = {best['q_value']:.3g}; excluded for lack of ratings: "
+        f"{', '.join(result['excluded']) or 'none'}"
+    )
+    print("figures: " + ", ".join(result["figures"]))
 
 
 def main() -> None:

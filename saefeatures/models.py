@@ -58,6 +58,11 @@ class ModelSpec:
     shape: dict[str, int] = field(default_factory=dict)
 
     @property
+    def slug(self) -> str:
+        """The name as one safe path component, for artifact folders."""
+        return re.sub(r"[^A-Za-z0-9._-]+", "_", self.name).strip("_")
+
+    @property
     def cache_path(self) -> Path:
         return cache_dir() / "models" / self.name
 
@@ -348,10 +353,12 @@ def _weights_location(spec: ModelSpec) -> str:
     return spec.reference
 
 
-def _load_hf(location: str, spec: ModelSpec, dtype: torch.dtype) -> tuple[Any, Any]:
+def _load_hf(
+    location: str, spec: ModelSpec, dtype: torch.dtype, weights: bool = True
+) -> tuple[Any, Any]:
     try:
         tokenizer = AutoTokenizer.from_pretrained(location)
-        model = AutoModelForCausalLM.from_pretrained(location, dtype=dtype)
+        model = AutoModelForCausalLM.from_pretrained(location, dtype=dtype) if weights else None
     except Exception as error:  # transformers raises many types for one cause: unusable files
         detail = " ".join(str(error).split())[:300]
         if spec.source == "embedded":
@@ -369,6 +376,12 @@ def _load_hf(location: str, spec: ModelSpec, dtype: torch.dtype) -> tuple[Any, A
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = "right"
     return model, tokenizer
+
+
+def load_tokenizer(name: str) -> Any:
+    """Only the tokenizer (converting an embedded model first if needed)."""
+    spec = resolve(name)
+    return _load_hf(_weights_location(spec), spec, torch.float32, weights=False)[1]
 
 
 def load(name: str = DEFAULT_MODEL, dtype: str = "float32", device: str = "cpu") -> LoadedModel:

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from saefeatures.store import Store
+from saefeatures.store import Store, migrations
 from tests.conftest import assert_user_error, run_cli
 
 
@@ -51,7 +51,8 @@ def test_run_then_sql_and_db_info(tmp_path, tiny_llama_dir):
     model = run_cli("sql", "SELECT n_layers, d_model FROM models", "--format", "json", env=env)
     assert '"n_layers": 4' in model.stdout and '"d_model": 64' in model.stdout
     info = run_cli("db", "info", env=env)
-    assert "schema version 1" in info.stdout and "models" in info.stdout
+    latest = len(migrations())
+    assert f"schema version {latest}" in info.stdout and "models" in info.stdout
 
 
 def test_unknown_model_changes_nothing(db):

@@ -44,6 +44,25 @@ def test_migrations_create_the_core_tables_and_are_idempotent(tmp_path):
         )
 
 
+def test_an_older_database_is_migrated_forward(tmp_path):
+    db = tmp_path / "old.duckdb"
+    first = store_module.migrations()[0]
+    con = duckdb.connect(str(db))
+    con.execute(
+        "CREATE TABLE schema_version (version INTEGER, applied TIMESTAMP, package_version VARCHAR)"
+    )
+    con.execute(first.sql)
+    con.execute("INSERT INTO schema_version VALUES (1, now(), 'old')")
+    con.close()
+    with Store(db) as store:
+        assert store.schema_version == len(store_module.migrations()) > 1
+        columns = store.query(
+            "SELECT column_name FROM information_schema.columns "
+            "WHERE table_name = 'emotion_vectors'"
+        )["column_name"].to_pylist()
+        assert "token_offset" in columns
+
+
 def test_bulk_write_failing_midway_leaves_no_rows(tmp_path):
     with Store(tmp_path / "s.duckdb") as store:
         with pytest.raises(RuntimeError), store.transaction():

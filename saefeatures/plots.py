@@ -1,0 +1,200 @@
+"""Figures written twice: a PNG for papers and an offline, interactive HTML for exploring.
+
+The HTML embeds plotly.js, so a figure opens anywhere without network access.
+Matplotlib draws through an explicit Agg canvas rather than pyplot, so no global
+backend or figure registry is touched.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import plotly.graph_objects as go
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.colors import LinearSegmentedColormap, Normalize
+from matplotlib.figure import Figure
+
+from saefeatures.errors import SaefeaturesError
+
+DPI = 120
+# One diverging scale for both renderers: red negative, white zero, blue positive.
+DIVERGING = ("#b2182b", "#f7f7f7", "#2166ac")
+DIVERGING_CMAP = LinearSegmentedColormap.from_list("saefeatures_diverging", DIVERGING)
+DIVERGING_SCALE = [[0.0, DIVERGING[0]], [0.5, DIVERGING[1]], [1.0, DIVERGING[2]]]
+RATING_COLORS = {"valence": "#d95f02", "arousal": "#1b9e77"}
+
+
+def _write(figure: Figure, interactive: go.Figure, stem: Path) -> list[Path]:
+    """Write the PNG and the self-contained HTML next to each other."""
+    png, html = stem.with_suffix(".png"), stem.with_suffix(".html")
+    png.parent.mkdir(parents=True, exist_ok=True)
+    FigureCanvasAgg(figure)
+    figure.savefig(png, dpi=DPI)
+    interactive.write_html(html, include_plotlyjs=True, config={"responsive": True})
+    return [png, html]
+
+
+def _same_length(**arrays: Sequence[Any]) -> None:
+    lengths = {name: len(values) for name, values in arrays.items()}
+    if len(set(lengths.values())) > 1:
+        raise SaefeaturesError(f"inputs differ in length: {lengths}")
+
+
+def _symmetric_limit(values: np.ndarray) -> float:
+    """Half-width of a colour range centred on 0, so 0 always maps to white."""
+    return float(np.max(np.abs(values), initial=0.0)) or 1.0
+
+
+def valence_order(valence: Sequence[float]) -> np.ndarray:
+    """Indices from most positive to most negative valence (stable for ties)."""
+    return np.argsort(-np.asarray(valence, dtype=float), kind="stable")
+
+
+def _rating_series(rows: list[dict[str, Any]], rating: str) -> dict[str, np.ndarray]:
+    picked = sorted((row for row in rows if row["rating"] == rating), key=lambda r: r["rel_depth"])
+    keys = ("rel_depth", "layer", "pearson_r", "ci_low", "ci_high")
+    return {key: np.array([row[key] for row in picked], dtype=float) for key in keys}
+
+
+def r_by_layer(rows: list[dict[str, Any]], title: str, stem: Path) -> list[Path]:
+    """Correlation with each rating across relative depth, with its bootstrap CI band."""
+    ratings = list(dict.fromkeys(row["rating"] for row in rows))
+    unknown = set(ratings) - RATING_COLORS.keys()
+    if not rows or unknown:
+        raise SaefeaturesError(f"need rows rated {sorted(RATING_COLORS)}, got {ratings}")
+    figure = Figure(figsize=(7, 4.5), layout="constrained")
+    ax = figure.add_subplot()
+    interactive = go.Figure()
+    for rating in ratings:
+        s, color = _rating_series(rows, rating), RATING_COLORS[rating]
+        ax.fill_between(s["rel_depth"], s["ci_low"], s["ci_high"], color=color, alpha=0.2)
+        ax.plot(s["rel_depth"], s["pearson_r"], marker="o", color=color, label=rating)
+        interactive.add_trace(_band(s, color, rating))
+        interactive.add_trace(_line(s, color, rating))
+    ax.axhline(0, color="grey", linewidth=0.8)
+    ax.set(xlabel="relative depth (layer / layers)", ylabel="Pearson r", title=title, xlim=(0, 1))
+    ax.legend()
+    interactive.add_hline(y=0, line_color="grey", line_width=1)
+    interactive.update_layout(
+        title=title, xaxis_title="relative depth (layer / layers)", yaxis_title="Pearson r"
+    )
+    return _write(figure, interactive, stem)
+
+
+def _band(series: dict[str, np.ndarray], color: str, rating: str) -> go.Scatter:
+    """The CI as one closed polygon: along the upper bound, back along the lower."""
+    return go.Scatter(
+        x=np.r_[series["rel_depth"], series["rel_depth"][::-1]],
+        y=np.r_[series["ci_high"], series["ci_low"][::-1]],
+        fill="toself",
+        fillcolor=color,
+        opacity=0.2,
+        line={"width": 0},
+        hoverinfo="skip",
+        showlegend=False,
+        legendgroup=rating,
+    )
+
+
+def _line(series: dict[str, np.ndarray], color: str, rating: str) -> go.Scatter:
+    return go.Scatter(
+        x=series["rel_depth"],
+        y=series["pearson_r"],
+        mode="lines+markers",
+        name=rating,
+        legendgroup=rating,
+        line={"color": color},
+        customdata=np.column_stack([series["layer"], series["ci_low"], series["ci_high"]]),
+        hovertemplate=(
+            f"{rating}<br>layer %{{customdata[0]:.0f}}<br>r = %{{y:.3f}}"
+            "<br>CI [%{customdata[1]:.3f}, %{customdata[2]:.3f}]<extra></extra>"
+        ),
+    )
+
+
+def pca_scatter(
+    emotions: list[str],
+    pc1: Sequence[float],
+    pc2: Sequence[float],
+    valence: Sequence[float],
+    title: str,
+    stem: Path,
+    axis_labels: tuple[str, str] = ("PC1", "PC2"),
+) -> list[Path]:
+    """Emotions on two PCs, coloured by human valence, to see whether a PC tracks it."""
+    _same_length(emotions=emotions, pc1=pc1, pc2=pc2, valence=valence)
+    valence = np.asarray(valence, dtype=float)
+    limit = _symmetric_limit(valence)
+    figure = Figure(figsize=(8, 7), layout="constrained")
+    ax = figure.add_subplot()
+    points = ax.scatter(
+        pc1, pc2, c=valence, cmap=DIVERGING_CMAP, norm=Normalize(-limit, limit), edgecolors="grey"
+    )
+    for name, x, y in zip(emotions, pc1, pc2, strict=True):
+        ax.annotate(name, (x, y), xytext=(3, 3), textcoords="offset points", fontsize=7)
+    figure.colorbar(points, ax=ax, label="valence")
+    ax.set(xlabel=axis_labels[0], ylabel=axis_labels[1], title=title)
+    interactive = go.Figure(
+        go.Scatter(
+            x=pc1,
+            y=pc2,
+            mode="markers+text",
+            text=emotions,
+            textposition="top center",
+            marker={
+                "color": valence,
+                "colorscale": DIVERGING_SCALE,
+                "cmin": -limit,
+                "cmax": limit,
+                "colorbar": {"title": {"text": "valence"}},
+                "line": {"color": "grey", "width": 1},
+            },
+            hovertemplate="%{text}<br>x = %{x:.3f}<br>y = %{y:.3f}"
+            "<br>valence = %{marker.color:.2f}<extra></extra>",
+        )
+    )
+    interactive.update_layout(title=title, xaxis_title=axis_labels[0], yaxis_title=axis_labels[1])
+    return _write(figure, interactive, stem)
+
+
+def cosine_heatmap(
+    emotions: list[str], matrix: np.ndarray, valence: Sequence[float], title: str, stem: Path
+) -> list[Path]:
+    """Cosine similarities ordered by valence, so a valence split shows as two blocks."""
+    matrix = np.asarray(matrix, dtype=float)
+    _same_length(emotions=emotions, valence=valence)
+    if matrix.shape != (len(emotions), len(emotions)):
+        raise SaefeaturesError(
+            f"matrix must be {len(emotions)} x {len(emotions)}, got {matrix.shape}"
+        )
+    if len(set(emotions)) != len(emotions):
+        raise SaefeaturesError("emotion labels must be unique: the heatmap axes are categorical")
+    order = valence_order(valence)
+    labels = [emotions[i] for i in order]
+    ordered = matrix[np.ix_(order, order)]
+    side = max(6.0, 0.16 * len(labels) + 2.5)
+    figure = Figure(figsize=(side + 1, side), layout="constrained")
+    ax = figure.add_subplot()
+    image = ax.imshow(ordered, cmap=DIVERGING_CMAP, vmin=-1, vmax=1)
+    ticks = np.arange(len(labels))
+    ax.set_xticks(ticks, labels, rotation=90, fontsize=7)
+    ax.set_yticks(ticks, labels, fontsize=7)
+    ax.set_title(title)
+    figure.colorbar(image, ax=ax, label="cosine similarity", shrink=0.8)
+    interactive = go.Figure(
+        go.Heatmap(
+            z=ordered,
+            x=labels,
+            y=labels,
+            zmin=-1,
+            zmax=1,
+            colorscale=DIVERGING_SCALE,
+            colorbar={"title": {"text": "cosine"}},
+            hovertemplate="%{y} · %{x}<br>cosine = %{z:.3f}<extra></extra>",
+        )
+    )
+    interactive.update_layout(title=title, yaxis_autorange="reversed")
+    return _write(figure, interactive, stem)

@@ -1,0 +1,178 @@
+"""Statistics for the geometry of emotion vectors, in plain numpy.
+
+Written here rather than taken from scipy so that every number in a report comes
+from code we can read in one place; the tests check each function against scipy
+and scikit-learn.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from saefeatures.errors import SaefeaturesError
+
+Statistic = Callable[[np.ndarray, np.ndarray], float]
+# Permuted statistics equal to the observed one up to rounding must count as "as extreme".
+_REL_TOL = 1e-12
+
+
+@dataclass(frozen=True, eq=False)
+class PCA:
+    """A fitted PCA; eq=False because comparing arrays field by field is ambiguous."""
+
+    scores: np.ndarray
+    components: np.ndarray
+    explained_variance_ratio: np.ndarray
+
+
+def _vector(values: np.ndarray, name: str) -> np.ndarray:
+    array = np.asarray(values, dtype=float)
+    if array.ndim != 1:
+        raise SaefeaturesError(f"{name} must be 1-D, got shape {array.shape}")
+    if not np.all(np.isfinite(array)):
+        raise SaefeaturesError(f"{name} contains NaN or infinite values")
+    return array
+
+
+def _pair(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Validate paired samples once, so every statistic fails with the same clear message."""
+    x, y = _vector(x, "x"), _vector(y, "y")
+    if len(x) != len(y):
+        raise SaefeaturesError(f"x and y differ in length ({len(x)} vs {len(y)})")
+    if len(x) < 3:
+        raise SaefeaturesError(f"need at least 3 paired points, got {len(x)}")
+    return x, y
+
+
+def pearson(x: np.ndarray, y: np.ndarray) -> float:
+    """Pearson's r; zero variance is an error because r is undefined there."""
+    x, y = _pair(x, y)
+    dx, dy = x - x.mean(), y - y.mean()
+    denominator = np.sqrt(np.dot(dx, dx) * np.dot(dy, dy))
+    if denominator == 0:
+        raise SaefeaturesError("correlation undefined: x or y has zero variance")
+    return float(np.clip(np.dot(dx, dy) / denominator, -1.0, 1.0))
+
+
+def rank(values: np.ndarray) -> np.ndarray:
+    """Ranks from 1, ties sharing their average rank (as Spearman's rho requires)."""
+    values = _vector(values, "values")
+    order = np.argsort(values, kind="stable")
+    ordered = values[order]
+    starts_group = np.r_[True, ordered[1:] != ordered[:-1]]
+    bounds = np.flatnonzero(np.r_[starts_group, True])
+    average = (bounds[:-1] + bounds[1:] + 1) / 2
+    ranks = np.empty(len(values))
+    ranks[order] = average[np.cumsum(starts_group) - 1]
+    return ranks
+
+
+def spearman(x: np.ndarray, y: np.ndarray) -> float:
+    """Spearman's rho: Pearson's r of the average ranks."""
+    x, y = _pair(x, y)
+    return pearson(rank(x), rank(y))
+
+
+def bootstrap_ci(
+    x: np.ndarray,
+    y: np.ndarray,
+    statistic: Statistic,
+    n_resamples: int = 1000,
+    level: float = 0.95,
+    seed: int = 0,
+) -> tuple[float, float]:
+    """Percentile CI from resampling (x_i, y_i) pairs with replacement.
+
+    Resamples in which x or y is constant are skipped, not returned as NaN: with
+    few points (or many ties) some draws repeat one value, and a correlation is
+    undefined there. The CI is then over fewer than n_resamples values.
+    """
+    x, y = _pair(x, y)
+    if not 0 < level < 1:
+        raise SaefeaturesError(f"level must be strictly between 0 and 1, got {level}")
+    if n_resamples < 1:
+        raise SaefeaturesError(f"n_resamples must be at least 1, got {n_resamples}")
+    indices = np.random.default_rng(seed).integers(0, len(x), size=(n_resamples, len(x)))
+    xs, ys = x[indices], y[indices]
+    varied = (np.ptp(xs, axis=1) > 0) & (np.ptp(ys, axis=1) > 0)
+    if not varied.any():
+        raise SaefeaturesError("every bootstrap resample has zero variance; no CI possible")
+    values = np.array([statistic(a, b) for a, b in zip(xs[varied], ys[varied], strict=True)])
+    tail = (1 - level) / 2
+    low, high = np.quantile(values, [tail, 1 - tail])
+    return float(low), float(high)
+
+
+def permutation_p(
+    x: np.ndarray,
+    y: np.ndarray,
+    statistic: Statistic,
+    n_permutations: int = 1000,
+    seed: int = 0,
+) -> float:
+    """Two-sided p from shuffling y; the +1s keep p > 0, as a finite sample can't prove 0."""
+    x, y = _pair(x, y)
+    if n_permutations < 1:
+        raise SaefeaturesError(f"n_permutations must be at least 1, got {n_permutations}")
+    observed = abs(statistic(x, y))
+    shuffled = np.random.default_rng(seed).permuted(np.tile(y, (n_permutations, 1)), axis=1)
+    permuted = np.abs([statistic(x, row) for row in shuffled])
+    extreme = int(np.sum(permuted >= observed * (1 - _REL_TOL)))
+    return (1 + extreme) / (1 + n_permutations)
+
+
+def benjamini_hochberg(p_values: np.ndarray) -> np.ndarray:
+    """BH q-values in the input order, so one q is reported per (layer, rating) test."""
+    p = _vector(p_values, "p_values")
+    if np.any((p < 0) | (p > 1)):
+        raise SaefeaturesError("p-values must lie in [0, 1]")
+    order = np.argsort(p)
+    # m / rank first, so that the largest p is multiplied by exactly 1.0 and q >= p holds.
+    scaled = p[order] * (len(p) / np.arange(1, len(p) + 1))
+    monotone = np.minimum.accumulate(scaled[::-1])[::-1]
+    q = np.empty(len(p))
+    q[order] = np.minimum(monotone, 1.0)
+    return q
+
+
+def pca(matrix: np.ndarray, n_components: int) -> PCA:
+    """PCA by SVD of the centered rows; component signs are arbitrary (see `orient`)."""
+    data = np.asarray(matrix, dtype=float)
+    if data.ndim != 2:
+        raise SaefeaturesError(f"matrix must be 2-D, got shape {data.shape}")
+    if not 1 <= n_components <= min(data.shape):
+        raise SaefeaturesError(
+            f"n_components must be in 1..{min(data.shape)} for shape {data.shape}, "
+            f"got {n_components}"
+        )
+    centered = data - data.mean(axis=0)
+    u, s, vt = np.linalg.svd(centered, full_matrices=False)
+    total = np.sum(s**2)
+    if total == 0:
+        raise SaefeaturesError("matrix has zero variance: all rows are identical")
+    return PCA(
+        scores=u[:, :n_components] * s[:n_components],
+        components=vt[:n_components],
+        explained_variance_ratio=s[:n_components] ** 2 / total,
+    )
+
+
+def orient(scores_column: np.ndarray, reference: np.ndarray) -> tuple[np.ndarray, int]:
+    """Flip a PC so it correlates non-negatively with the ratings, and return the sign used."""
+    column = _vector(scores_column, "scores_column")
+    sign = 1 if pearson(column, reference) >= 0 else -1
+    return column * sign, sign
+
+
+def cosine_matrix(matrix: np.ndarray) -> np.ndarray:
+    """Pairwise cosine similarity of rows; a zero row has no direction, so it scores 0."""
+    data = np.asarray(matrix, dtype=float)
+    if data.ndim != 2:
+        raise SaefeaturesError(f"matrix must be 2-D, got shape {data.shape}")
+    norms = np.linalg.norm(data, axis=1, keepdims=True)
+    unit = np.divide(data, norms, out=np.zeros_like(data), where=norms > 0)
+    # Rounding can push a self-similarity just past 1; the heatmap scale is fixed to [-1, 1].
+    return np.clip(unit @ unit.T, -1.0, 1.0)

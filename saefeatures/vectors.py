@@ -1,0 +1,229 @@
+"""Emotion contrast vectors: pool passages per layer, contrast emotions, denoise.
+
+For each passage, one forward pass (which stops after the last layer needed)
+gives the residual stream at every layer; tokens from `offset` on are
+averaged, so the vector reflects the passage's developed content rather than
+its opening words. Per emotion the passage means are averaged, and the mean
+over emotions is subtracted (the contrast vector). Denoising projects out the
+top principal components of neutral passages, which carry what all text
+shares (position, format, topic) rather than emotion.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import pyarrow as pa
+import torch
+
+from saefeatures import activations, corpora, models
+from saefeatures.errors import SaefeaturesError
+from saefeatures.models import LoadedModel
+from saefeatures.store import Store
+
+
+@dataclass(frozen=True)
+class Pooled:
+    """Mean residual per kept passage and layer: `means[i, l]` for passage `kept[i]`."""
+
+    means: np.ndarray  # [n_kept, n_layers, d_model], float32
+    kept: list[int]
+    n_short: int  # passages with no token at or after the offset: excluded, and counted
+    n_tokens: int  # tokens that went through the model
+
+
+def pool_passages(
+    model: LoadedModel,
+    texts: list[str],
+    layers: list[int],
+    offset: int,
+    batch_size: int = 8,
+    max_tokens: int = 512,
+) -> Pooled:
+    """Mean-pool every passage from token `offset` on, at every layer, one forward per batch.
+
+    Passages are batched by length so that little compute goes to padding; the
+    mask keeps padding out of every mean, so a passage pools to the same
+    vector alone or in any batch.
+    """
+    lengths = [len(ids) for ids in model.tokenizer(texts)["input_ids"]]
+    order = sorted(range(len(texts)), key=lambda i: lengths[i])
+    sums: dict[int, np.ndarray] = {}
+    n_tokens = 0
+    for start in range(0, len(order), batch_size):
+        chunk = order[start : start + batch_size]
+        batch = model.tokenizer(
+            [texts[i] for i in chunk],
+            return_tensors="pt",
+            padding=True,
+            truncation=True,
+            max_length=max_tokens,
+        )
+        batch = {key: value.to(model.device) for key, value in batch.items()}
+        n_tokens += int(batch["attention_mask"].sum())
+        acts = activations.harvest(model, batch, layers)
+        weights = pooling_weights(batch["attention_mask"], offset)
+        counts = weights.sum(dim=1).clamp(min=1)
+        stacked = torch.stack([acts[layer].float() for layer in layers], dim=1)  # b, L, pos, d
+        means = torch.einsum("blpd,bp->bld", stacked, weights) / counts[:, None, None]
+        for row, index in enumerate(chunk):
+            if weights[row].sum() > 0:
+                sums[index] = means[row].cpu().numpy()
+    kept = sorted(sums)
+    if not kept:
+        raise SaefeaturesError(
+            f"offset {offset} is longer than every passage; pass a smaller --offset "
+            f"(the longest passage has {max(lengths)} tokens)"
+        )
+    return Pooled(np.stack([sums[i] for i in kept]), kept, len(texts) - len(kept), n_tokens)
+
+
+def pooling_weights(attention_mask: torch.Tensor, offset: int) -> torch.Tensor:
+    """1.0 on real tokens at index >= offset within their own passage, for either padding side."""
+    mask = attention_mask.float()
+    index_in_passage = mask.cumsum(dim=1) - 1
+    return mask * (index_in_passage >= offset).float()
+
+
+def contrast_vectors(means: np.ndarray, labels: list[str], emotions: list[str]) -> np.ndarray:
+    """`[emotions, layers, d]`: each emotion's mean passage minus the mean over emotions."""
+    label_array = np.array(labels)
+    per_emotion = np.stack([means[label_array == e].mean(axis=0) for e in emotions])
+    return per_emotion - per_emotion.mean(axis=0, keepdims=True)
+
+
+def neutral_components(neutral_means: np.ndarray, var_fraction: float) -> list[np.ndarray]:
+    """Per layer, the top principal components of neutral text reaching `var_fraction`."""
+    bases = []
+    for layer in range(neutral_means.shape[1]):
+        centered = neutral_means[:, layer] - neutral_means[:, layer].mean(axis=0)
+        _, singular, vt = np.linalg.svd(centered, full_matrices=False)
+        explained = np.cumsum(singular**2) / np.sum(singular**2)
+        k = int(np.searchsorted(explained, var_fraction) + 1)
+        bases.append(vt[:k])
+    return bases
+
+
+def project_out(vectors: np.ndarray, basis: np.ndarray) -> np.ndarray:
+    """Remove the span of the (orthonormal) rows of `basis` from each row of `vectors`."""
+    return vectors - (vectors @ basis.T) @ basis
+
+
+def denoise(vectors: np.ndarray, bases: list[np.ndarray]) -> np.ndarray:
+    """Apply `project_out` layer by layer to `[emotions, layers, d]` vectors."""
+    return np.stack(
+        [project_out(vectors[:, layer], basis) for layer, basis in enumerate(bases)], axis=1
+    )
+
+
+def vector_rows(
+    vectors: np.ndarray,
+    emotions: list[str],
+    layers: list[int],
+    counts: dict[str, int],
+    common: dict[str, object],
+    n_removed: list[int] | None = None,
+) -> pa.Table:
+    """`emotion_vectors` rows for an `[emotions, layers, d]` array, as one Arrow table."""
+    n_emotions, n_layers, d = vectors.shape
+    flat = pa.array(vectors.astype(np.float32).reshape(-1))
+    column = pa.FixedSizeListArray.from_arrays(flat, d).cast(pa.list_(pa.float32()))
+    n = n_emotions * n_layers
+    table = {key: [value] * n for key, value in common.items()}
+    table["emotion"] = [e for e in emotions for _ in layers]
+    table["layer"] = [layer for _ in emotions for layer in layers]
+    table["n_passages"] = [counts[e] for e in emotions for _ in layers]
+    if n_removed is not None:
+        table["n_removed"] = [n_removed[i] for _ in emotions for i in range(len(layers))]
+    table["vector"] = column
+    return pa.table(table)
+
+
+# -- the stage ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class VectorOptions:
+    model: str
+    corpus: str = "templates"
+    emotions: str = "default"
+    layers: str = "all"
+    offset: int = 50
+    denoise_var: float = 0.5
+    batch_size: int = 8
+    dtype: str = "float32"
+    device: str = "cpu"
+
+
+def extract(store: Store, options: VectorOptions) -> dict[str, object]:
+    """The vectors stage: raw and denoised contrast vectors for every layer, into the store.
+
+    Every input is checked before the run starts, so bad input writes nothing.
+    """
+    models.check_options(options.dtype, options.device)
+    spec = models.resolve(options.model)
+    layers = activations.select_layers(options.layers, models.shape_of(spec)["n_layers"], spec.name)
+    if options.offset < 0:
+        raise SaefeaturesError(f"--offset must be >= 0, got {options.offset}")
+    if not 0 < options.denoise_var < 1:
+        raise SaefeaturesError(f"--denoise-var must be in (0, 1), got {options.denoise_var}")
+    emotions = corpora.emotion_list(options.emotions)
+    grouped = corpora.by_emotion(corpora.read_corpus(store, options.corpus), emotions)
+    neutral = [p.text for p in corpora.read_corpus(store, "neutral")]
+    texts = [text for emotion in emotions for text in grouped[emotion]]
+    labels = [emotion for emotion in emotions for _ in grouped[emotion]]
+
+    config = {**asdict(options), "model": spec.name, "layers": layers, "emotions": emotions}
+    with store.run("vectors", config) as run_id:
+        for name in (options.corpus, "neutral"):
+            corpora.ensure_builtin(store, run_id, name)
+        model = models.load(options.model, dtype=options.dtype, device=options.device)
+        pooled = pool_passages(model, texts, layers, options.offset, options.batch_size)
+        kept_labels = [labels[i] for i in pooled.kept]
+        counts = {emotion: kept_labels.count(emotion) for emotion in emotions}
+        emptied = [emotion for emotion, n in counts.items() if n == 0]
+        if emptied:
+            raise SaefeaturesError(
+                f"every passage of {', '.join(emptied)} is shorter than --offset "
+                f"{options.offset}; pass a smaller --offset"
+            )
+        raw = contrast_vectors(pooled.means, kept_labels, emotions)
+        neutral_pooled = pool_passages(model, neutral, layers, options.offset, options.batch_size)
+        bases = neutral_components(neutral_pooled.means, options.denoise_var)
+        common = {
+            "run_id": run_id,
+            "model": spec.name,
+            "corpus": options.corpus,
+            "hook": "resid_post",
+            "token_offset": options.offset,
+        }
+        tables = [
+            vector_rows(raw, emotions, layers, counts, {**common, "method": "raw", "n_removed": 0}),
+            vector_rows(
+                denoise(raw, bases),
+                emotions,
+                layers,
+                counts,
+                {**common, "method": "denoised"},
+                n_removed=[len(basis) for basis in bases],
+            ),
+        ]
+        with store.transaction():
+            store.con.execute(
+                "DELETE FROM emotion_vectors WHERE model = ? AND corpus = ?",
+                [spec.name, options.corpus],
+            )
+            for table in tables:
+                store.insert("emotion_vectors", table)
+    return {
+        "run_id": run_id,
+        "model": spec.name,
+        "corpus": options.corpus,
+        "emotions": len(emotions),
+        "layers": len(layers),
+        "passages": len(pooled.kept),
+        "short_passages_excluded": pooled.n_short,
+        "tokens": pooled.n_tokens + neutral_pooled.n_tokens,
+        "neutral_components_removed": [len(basis) for basis in bases],
+    }
