@@ -11,7 +11,16 @@ import typer
 # Typer vendors its own click; its exception types live there (typer is pinned).
 from typer._click.exceptions import ClickException, UsageError
 
-from saefeatures import __version__, corpora, geometry, models, pipeline, present, vectors
+from saefeatures import (
+    __version__,
+    corpora,
+    geometry,
+    models,
+    pipeline,
+    present,
+    stories,
+    vectors,
+)
 from saefeatures.config import DB_ENV, DEFAULT_DB, DEFAULT_MODEL, DEFAULT_OUT, OUT_ENV
 from saefeatures.errors import SaefeaturesError
 
@@ -46,7 +55,7 @@ DeviceOption = Annotated[str, typer.Option("--device", help="cpu, cuda or mps.")
 def run_command(
     model: ModelOption = DEFAULT_MODEL,
     layers: Annotated[str, typer.Option("--layers", help="'all' or e.g. 4,8,10.")] = "all",
-    dtype: DtypeOption = "float32",
+    dtype: DtypeOption = "bfloat16",
     device: DeviceOption = "cpu",
     db: DbOption = DEFAULT_DB,
     out: OutOption = DEFAULT_OUT,
@@ -60,9 +69,21 @@ def run_command(
         result["residuals"],
         title=f"residual stream on: {pipeline.SAMPLE_PROMPT}",
     )
-    print(f"run {result['run_id']} written to {db}")
+    present.print_rows(
+        ["corpus", "best layer", "depth", "PC1-valence r", "95% CI", "q"],
+        (
+            [corpus, b["layer"], f"{b['rel_depth']:.2f}", f"{b['pearson_r']:.3f}",
+             f"[{b['ci_low']:.2f}, {b['ci_high']:.2f}]", f"{b['q_value']:.3g}"]
+            for corpus, b in result["geometry"].items()
+        ),
+        title="geometry of the denoised emotion vectors",
+    )  # fmt: skip
     with pipeline.Workspace(db, out).open_store(read_only=True) as store:
         present.print_rows(["table", "rows"], store.table_counts(), title="store tables")
+    print(f"run {result['run_id']}: database {db}, figures under {out}")
+    print("try:")
+    for query in pipeline.EXAMPLE_QUERIES:
+        print(f'  saefeatures sql "{query}"')
 
 
 @models_app.callback(invoke_without_command=True)
@@ -161,6 +182,33 @@ def corpus_import(
     print(f"imported {count} passages into corpus {name}")
 
 
+@corpus_app.command("generate")
+def corpus_generate(
+    model: ModelOption = DEFAULT_MODEL,
+    name: Annotated[str, typer.Option("--name", help="Name of the corpus in the store.")] = (
+        "generated"
+    ),
+    emotions: EmotionsOption = "default",
+    topics: Annotated[int, typer.Option("--topics", help="How many shipped topics.")] = 3,
+    per_topic: Annotated[int, typer.Option("--stories-per-topic")] = 1,
+    batch_size: Annotated[int, typer.Option("--batch-size")] = 16,
+    max_new_tokens: Annotated[int, typer.Option("--max-new-tokens")] = 200,
+    temperature: Annotated[float, typer.Option("--temperature")] = 0.8,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    dtype: DtypeOption = "bfloat16",
+    device: DeviceOption = "cpu",
+    db: DbOption = DEFAULT_DB,
+) -> None:
+    """Have an instruct model write stories that convey each emotion without naming it."""
+    options = stories.StoryOptions(
+        model, name, emotions, topics, per_topic, batch_size, max_new_tokens, temperature,
+        seed=seed, dtype=dtype, device=device,
+    )  # fmt: skip
+    with pipeline.Workspace(db, DEFAULT_OUT).open_store() as store:
+        summary = stories.generate(store, options)
+    present.print_rows(["fact", "value"], summary.items(), title="generated stories")
+
+
 @app.command("vectors")
 def vectors_command(
     model: ModelOption = DEFAULT_MODEL,
@@ -172,7 +220,7 @@ def vectors_command(
         float, typer.Option("--denoise-var", help="Neutral variance share projected out.")
     ] = 0.5,
     batch_size: Annotated[int, typer.Option("--batch-size")] = 8,
-    dtype: DtypeOption = "float32",
+    dtype: DtypeOption = "bfloat16",
     device: DeviceOption = "cpu",
     db: DbOption = DEFAULT_DB,
 ) -> None:

@@ -50,12 +50,12 @@ class Ratings:
 # -- emotion words and ratings ------------------------------------------------
 
 
-def _read_words(path: Path) -> list[str]:
+def read_lines(path: Path) -> list[str]:
     return [line.strip() for line in path.read_text().splitlines() if line.strip()]
 
 
 def all_emotions() -> list[str]:
-    return _read_words(project_data("corpora") / "emotions_all.txt")
+    return read_lines(project_data("corpora") / "emotions_all.txt")
 
 
 def emotion_list(spec: str) -> list[str]:
@@ -64,9 +64,9 @@ def emotion_list(spec: str) -> list[str]:
     if spec == "all":
         return known
     if spec == "default":
-        return _read_words(project_data("corpora") / "emotions_default.txt")
+        return read_lines(project_data("corpora") / "emotions_default.txt")
     path = Path(spec)
-    words = _read_words(path) if path.is_file() else [w.strip() for w in spec.split(",")]
+    words = read_lines(path) if path.is_file() else [w.strip() for w in spec.split(",")]
     words = list(dict.fromkeys(word for word in words if word))
     unknown = [word for word in words if word not in set(known)]
     if unknown:
@@ -162,7 +162,11 @@ def _passages_of_line(path: Path, number: int, line: str) -> list[Passage]:
 def read_hf_dataset(name: str) -> list[Passage]:
     """A Hugging Face dataset with the same fields (needs network)."""
     import datasets  # heavy; import on use
+    import huggingface_hub
 
+    # The hub client logs every retry; the user gets one line from us instead.
+    huggingface_hub.utils.logging.set_verbosity_error()
+    datasets.utils.logging.set_verbosity_error()
     try:
         rows = datasets.load_dataset(name, split="train")
     except Exception as error:  # the hub client raises many types for "unreachable"
@@ -235,7 +239,10 @@ def read_corpus(store: Store, name: str) -> list[Passage]:
     if name in BUILTIN and not _stored(store, name):
         return builtin_passages(name)
     rows = store.query(
-        "SELECT emotion, topic, text FROM passages WHERE corpus = ? ORDER BY passage_id", [name]
+        # Generated corpora keep dropped stories as rows with empty text (see stories.py).
+        "SELECT emotion, topic, text FROM passages WHERE corpus = ? AND text <> '' "
+        "ORDER BY passage_id",
+        [name],
     ).to_pylist()
     if not rows:
         known = [r["corpus"] for r in store.query("SELECT corpus FROM corpora").to_pylist()]

@@ -1,8 +1,10 @@
 """The main job (`saefeatures run`): every stage in order, each writing to the store.
 
-Today the job loads the model, registers it, and harvests the residual stream
-of one sample prompt at the requested layers; each capability joins here as it
-lands, so that `make demo` always runs the whole pipeline there is.
+Today the job registers the model and shows its residual stream on a sample
+prompt; has the model write emotion stories (instruct models only); builds
+contrast vectors from the template passages and from those stories; and
+analyses their geometry. Each capability joins here as it lands, so that
+`make demo` always runs the whole pipeline there is.
 """
 
 from __future__ import annotations
@@ -11,10 +13,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from saefeatures import activations, models
+from saefeatures import activations, geometry, models, stories, vectors
 from saefeatures.store import Store
 
 SAMPLE_PROMPT = "I just got accepted into my dream PhD program today!"
+# Template passages are short (about 60 tokens), so they are pooled from token 10;
+# model-written stories from token 30 (the 50 of long external stories would leave little).
+OFFSETS = {"templates": 10, "stories": 30}
+EXAMPLE_QUERIES = (
+    "SELECT corpus, layer, round(pearson_r, 3) AS r, ci_low, ci_high FROM geometry "
+    "WHERE component = 'PC1' AND method = 'denoised' ORDER BY r DESC LIMIT 5",
+    "SELECT emotion_a, emotion_b, expected_sign, round(cosine, 3) AS cosine FROM vector_pairs "
+    "WHERE layer = 10 AND method = 'denoised'",
+    "SELECT run_id, command, status, started, finished FROM runs ORDER BY started",
+)
 
 
 @dataclass(frozen=True)
@@ -50,8 +62,29 @@ def run(
         described = register_model(store, run_id, model)
         batch = model.encode([model.format_prompt(SAMPLE_PROMPT)], chat_formatted=True)
         acts = activations.harvest(model, batch, chosen)
+        corpora_used = {"templates": OFFSETS["templates"]}
+        if model.is_chat:
+            name = f"stories-{spec.slug}"
+            stories.generate(
+                store, stories.StoryOptions(spec.name, name, dtype=dtype, device=device)
+            )
+            corpora_used[name] = OFFSETS["stories"]
+        best = {}
+        for corpus, offset in corpora_used.items():
+            vectors.extract(
+                store,
+                vectors.VectorOptions(
+                    spec.name, corpus, layers=layers, offset=offset, device=device
+                ),
+            )
+            found = geometry.analyze(
+                store,
+                workspace.out,
+                geometry.GeometryOptions(spec.name, corpus, dtype=dtype, device=device),
+            )
+            best[corpus] = {**found["best"], "figures": found["figures"]}
     residuals = [
         (layer, tuple(act.shape), float(act.float().norm(dim=-1).mean()))
         for layer, act in acts.items()
     ]
-    return {"run_id": run_id, "model": described, "residuals": residuals}
+    return {"run_id": run_id, "model": described, "residuals": residuals, "geometry": best}

@@ -20,6 +20,11 @@ def tiny_llama_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_chat_dir(tmp_path_factory) -> Path:
+    return save_tiny("llama", tmp_path_factory.mktemp("tiny-chat"), chat=True)
+
+
+@pytest.fixture(scope="session")
 def tiny_gemma_dir(tmp_path_factory) -> Path:
     return save_tiny("gemma3", tmp_path_factory.mktemp("tiny-gemma3"))
 

@@ -122,3 +122,12 @@ def test_bad_imports_write_nothing(tmp_path):
     with Store(db, read_only=True) as store:
         assert store.query("SELECT count(*) AS n FROM passages")["n"][0].as_py() == 0
         assert store.query("SELECT count(*) AS n FROM runs")["n"][0].as_py() == 0
+
+
+def test_hub_import_offline_is_one_clear_line(tmp_path):
+    result = run_cli(
+        "corpus", "import", "hf:snae/emotion_stories_gemma_4_4B", "--name", "hub",
+        "--db", str(tmp_path / "w.duckdb"),
+        env={"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"},
+    )  # fmt: skip
+    assert_user_error(result, "cannot load Hugging Face dataset", "import the JSONL file")

@@ -31,9 +31,19 @@ def byte_tokenizer() -> PreTrainedTokenizerFast:
     )
 
 
-def save_tiny(kind: str, directory: Path, n_layers: int = 4, seed: int = 0) -> Path:
-    """Write a tiny `llama` or `gemma3` model plus tokenizer to `directory`."""
+CHAT_TEMPLATE = (
+    "{% for m in messages %}<bos>{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
+    "{% if add_generation_prompt %}assistant: {% endif %}"
+)
+
+
+def save_tiny(
+    kind: str, directory: Path, n_layers: int = 4, seed: int = 0, chat: bool = False
+) -> Path:
+    """Write a tiny `llama` or `gemma3` model plus tokenizer (optionally with a chat template)."""
     tokenizer = byte_tokenizer()
+    if chat:
+        tokenizer.chat_template = CHAT_TEMPLATE
     common = {
         "vocab_size": len(tokenizer),
         "hidden_size": 64,
