@@ -280,7 +280,7 @@ def _figures(
     pc1, _ = stats.orient(fitted.scores[:, 0], valence)
     pc2 = fitted.scores[:, 1]
     written = plots.r_by_layer(
-        denoised, f"{model} · {corpus}: PC1-valence and PC2-arousal by depth", folder / "r_by_layer"
+        denoised, f"{model} · {corpus}: r by depth", folder / "r_by_layer"
     )
     written += plots.pca_scatter(
         rated,
