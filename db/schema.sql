@@ -214,3 +214,16 @@ CREATE TABLE logit_lens (
     token     VARCHAR NOT NULL,
     logit     DOUBLE NOT NULL
 );
+
+-- version 3: where SAEs come from, and their training curves
+ALTER TABLE saes ADD COLUMN source VARCHAR;
+ALTER TABLE saes ADD COLUMN dataset VARCHAR;
+ALTER TABLE saes ADD COLUMN created TIMESTAMP;
+
+CREATE TABLE sae_training (
+    run_id VARCHAR NOT NULL,
+    sae_id VARCHAR NOT NULL,
+    tokens BIGINT NOT NULL,
+    metric VARCHAR NOT NULL,
+    value  DOUBLE
+);

@@ -278,10 +278,134 @@ def geometry_command(
     print("figures: " + ", ".join(result["figures"]))
 
 
+# -- sparse autoencoders (saefeatures.sae) ---------------------------------------------
+
+SaeIdArgument = Annotated[str, typer.Argument(help="An SAE id, as listed by `saefeatures saes`.")]
+
+
+@app.command("train")
+def train_command(
+    layer: Annotated[int | None, typer.Option("--layer", help="One layer.")] = None,
+    layers: Annotated[
+        str | None, typer.Option("--layers", help="'all' or e.g. 4,8,10 (one forward per batch).")
+    ] = None,
+    model: ModelOption = DEFAULT_MODEL,
+    config: Annotated[
+        str | None, typer.Option("--config", help="YAML file or preset; default: the model's.")
+    ] = None,
+    hook: Annotated[str | None, typer.Option("--hook", help="resid_post, mlp_out or attn_out.")] = (
+        None
+    ),
+    tokens: Annotated[int | None, typer.Option("--tokens", help="Training tokens.")] = None,
+    dtype: Annotated[
+        str | None, typer.Option("--dtype", help="Harvest dtype: float32 or bfloat16.")
+    ] = None,
+    seed: Annotated[int | None, typer.Option("--seed")] = None,
+    dataset: Annotated[
+        str | None,
+        typer.Option("--dataset", help="Hugging Face dataset, or local .txt/.jsonl/.parquet."),
+    ] = None,
+    cache_activations: Annotated[
+        bool, typer.Option("--cache-activations", help="Keep activations on disk for reruns.")
+    ] = False,
+    restart: Annotated[
+        bool, typer.Option("--restart", help="Start clean instead of resuming.")
+    ] = False,
+    overrides: Annotated[
+        list[str] | None, typer.Option("--set", help="KEY=VALUE config override (repeatable).")
+    ] = None,
+    device: DeviceOption = "cpu",
+    db: DbOption = DEFAULT_DB,
+    out: OutOption = DEFAULT_OUT,
+) -> None:
+    """Train one SAE per layer with SAELens' trainer, evaluate it on held-out text, register it."""
+    from saefeatures import sae
+
+    options = sae.TrainOptions(
+        model, layers, layer, config, hook, tokens, dtype, seed, dataset, cache_activations,
+        restart, device, tuple(overrides or ()),
+    )  # fmt: skip
+    with pipeline.Workspace(db, out).open_store() as store:
+        summary = sae.train(store, out, options)
+    saes = summary.pop("saes")
+    present.print_rows(["fact", "value"], summary.items(), title="SAE training")
+    present.print_rows(list(saes[0]), (row.values() for row in saes), title="SAEs")
+
+
+@app.command("evaluate")
+def evaluate_command(
+    sae_id: SaeIdArgument,
+    dataset: Annotated[
+        str | None, typer.Option("--dataset", help="Held-out text source; default: training's.")
+    ] = None,
+    eval_tokens: Annotated[int | None, typer.Option("--eval-tokens")] = None,
+    batch_size: Annotated[int | None, typer.Option("--batch-size")] = None,
+    dtype: Annotated[str | None, typer.Option("--dtype", help="float32 or bfloat16.")] = None,
+    device: DeviceOption = "cpu",
+    db: DbOption = DEFAULT_DB,
+    out: OutOption = DEFAULT_OUT,
+) -> None:
+    """Recompute an SAE's held-out metrics (L0, explained variance, CE loss recovered, ...)."""
+    from saefeatures import sae
+
+    options = sae.EvaluateOptions(sae_id, dataset, eval_tokens, batch_size, dtype, device)
+    with pipeline.Workspace(db, out).open_store() as store:
+        summary = sae.evaluate(store, out, options)
+    present.print_rows(["metric", "value"], summary.items(), title=f"SAE {sae_id}")
+
+
+@app.command("saes")
+def saes_command(
+    model: Annotated[str | None, typer.Option("--model", help="Only this model's SAEs.")] = None,
+    fmt: Annotated[str, typer.Option("--format", help="table, csv or json.")] = "table",
+    db: DbOption = DEFAULT_DB,
+) -> None:
+    """List the registered SAEs with their headline metrics."""
+    from saefeatures import sae
+
+    if fmt not in present.FORMATS:
+        raise SaefeaturesError(f"unknown format {fmt!r}; use one of {', '.join(present.FORMATS)}")
+    with pipeline.Workspace(db, DEFAULT_OUT).open_store(read_only=True) as store:
+        present.print_arrow(sae.list_saes(store, model), fmt, title="SAEs")
+
+
+@app.command("load")
+def load_command(
+    path: Annotated[Path | None, typer.Option("--path", help="An SAE folder.")] = None,
+    sae_format: Annotated[
+        str, typer.Option("--format", help="Folder layout: saelens or sparsify.")
+    ] = "saelens",
+    release: Annotated[
+        str | None, typer.Option("--release", help="SAELens pretrained release.")
+    ] = None,
+    hub_sae_id: Annotated[
+        str | None, typer.Option("--sae-id", help="SAE id within the release.")
+    ] = None,
+    model: ModelOption = DEFAULT_MODEL,
+    hook: Annotated[
+        str | None, typer.Option("--hook", help="Hook name or site, overriding the SAE's.")
+    ] = None,
+    layer: Annotated[int | None, typer.Option("--layer", help="Layer, with --hook SITE.")] = None,
+    dtype: DtypeOption = "float32",
+    device: DeviceOption = "cpu",
+    db: DbOption = DEFAULT_DB,
+    out: OutOption = DEFAULT_OUT,
+) -> None:
+    """Register an SAE from a folder or SAELens' registry, after checking it fits the model."""
+    from saefeatures import sae
+
+    options = sae.LoadOptions(
+        model, path, sae_format, release, hub_sae_id, hook, layer, dtype, device
+    )
+    with pipeline.Workspace(db, out).open_store() as store:
+        summary = sae.load(store, out, options)
+    present.print_rows(["fact", "value"], summary.items(), title="SAE loaded")
+
+
 def main() -> None:
     """Entry point: user errors become one line on stderr and exit code 2."""
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)
     except SaefeaturesError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
@@ -295,5 +419,9 @@ def main() -> None:
         print(f"error: {error.format_message()}", file=sys.stderr)
         sys.exit(error.exit_code)
     except (KeyboardInterrupt, typer.Abort):
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
+    # Outside standalone mode typer turns Ctrl-C into a returned exit code 130.
+    if code == 130:
         print("interrupted", file=sys.stderr)
         sys.exit(130)

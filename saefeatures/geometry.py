@@ -279,9 +279,7 @@ def _figures(
     fitted = stats.pca(vs.vectors[keep, layer_index], 2)
     pc1, _ = stats.orient(fitted.scores[:, 0], valence)
     pc2 = fitted.scores[:, 1]
-    written = plots.r_by_layer(
-        denoised, f"{model} · {corpus}: r by depth", folder / "r_by_layer"
-    )
+    written = plots.r_by_layer(denoised, f"{model} · {corpus}: r by depth", folder / "r_by_layer")
     written += plots.pca_scatter(
         rated,
         pc1,

@@ -1,0 +1,588 @@
+"""The SAE stages the CLI calls: train, evaluate, list, load.
+
+Each takes a `Store`, the output folder and a frozen options dataclass, checks
+every input before the run is recorded (so bad input changes nothing), and
+returns a summary dict for printing. SAE files live under `<out>/saes/<sae_id>/`
+in SAELens' format; an SAE is registered in `saes` (with its metrics in
+`sae_metrics` and its training curve in `sae_training`) only once it is complete
+and evaluated, all in one transaction.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import resource
+import shutil
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from saefeatures import activations, models
+from saefeatures.config import DEFAULT_MODEL
+from saefeatures.errors import SaefeaturesError
+from saefeatures.sae import config as sae_config
+from saefeatures.sae import loading, text
+from saefeatures.sae.metrics import HEADLINE
+from saefeatures.store import Store
+
+SPLIT = "heldout"
+
+
+def model_tag(spec: models.ModelSpec) -> str:
+    """A short, path-safe name for a model: local folders get their name and a path hash."""
+    if spec.source == "local":
+        digest = hashlib.sha256(spec.name.encode()).hexdigest()[:4]
+        return f"{Path(spec.name).name}-{digest}"
+    return spec.slug
+
+
+def _short_hook(hook_name: str) -> str:
+    tail = re.sub(r"^blocks\.\d+\.", "", hook_name)
+    return re.sub(r"[^A-Za-z0-9]+", "_", tail.replace("hook_", "")).strip("_")
+
+
+def sae_dir(out: Path, sae_id: str) -> Path:
+    return out / "saes" / sae_id
+
+
+# -- train ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TrainOptions:
+    model: str = DEFAULT_MODEL
+    layers: str | None = None  # "10", "4,8,10" or "all"; None: the preset's layers
+    layer: int | None = None  # the same as layers=str(layer)
+    config: str | None = None  # a YAML file or a preset name; None: the model's preset
+    hook: str | None = None
+    tokens: int | None = None
+    dtype: str | None = None
+    seed: int | None = None
+    dataset: str | None = None
+    cache_activations: bool = False
+    restart: bool = False
+    device: str = "cpu"
+    overrides: tuple[str, ...] = ()  # KEY=VALUE, like the YAML keys
+    progress: bool = True
+
+
+@dataclass(frozen=True)
+class Plan:
+    spec: models.ModelSpec
+    cfg: sae_config.SaeConfig
+    source: str
+    layers: list[int]
+    d_in: int
+    d_sae: int
+    hooks: dict[int, str]
+    ids: dict[int, str]
+
+
+def plan_training(options: TrainOptions) -> Plan:
+    """Every check of a train command, before anything runs or is written."""
+    spec = models.resolve(options.model)
+    overrides = {
+        "training_tokens": options.tokens,
+        "dtype": options.dtype,
+        "seed": options.seed,
+        "hook": options.hook,
+        "dataset": options.dataset,
+        **sae_config.parse_overrides(options.overrides),
+    }
+    cfg, source = sae_config.load(options.config, spec.slug, overrides)
+    models.check_options(cfg.dtype, options.device)
+    shape = models.shape_of(spec)
+    if options.layer is not None and options.layers is not None:
+        raise SaefeaturesError("pass --layer or --layers, not both")
+    chosen = str(options.layer) if options.layer is not None else options.layers
+    if chosen is None:
+        if cfg.layers is None:
+            raise SaefeaturesError(
+                "no layer to train: pass --layer N or --layers 4,8,10 (or 'all'), or set "
+                "`layers` in the SAE config"
+            )
+        chosen = cfg.layers if isinstance(cfg.layers, str) else ",".join(map(str, cfg.layers))
+    layers = activations.select_layers(str(chosen), shape["n_layers"], spec.name)
+    d_in = shape["d_model"]
+    d_sae = cfg.width(d_in)
+    text.check_dataset(cfg.dataset)
+    digest = cfg.digest(spec.name, d_in)
+    tag = model_tag(spec)
+    hooks = {layer: activations.hook_name(layer, cfg.hook) for layer in layers}
+    k = f"-k{cfg.k:g}" if cfg.k is not None else ""
+    ids = {
+        layer: f"{tag}-L{layer}-{cfg.hook}-{cfg.architecture}{d_sae}{k}-{digest}"
+        for layer in layers
+    }
+    return Plan(spec, cfg, source, layers, d_in, d_sae, hooks, ids)
+
+
+def _registered(store: Store, ids: list[str]) -> set[str]:
+    if not ids:
+        return set()
+    marks = ", ".join("?" for _ in ids)
+    rows = store.con.execute(f"SELECT sae_id FROM saes WHERE sae_id IN ({marks})", ids).fetchall()
+    return {row[0] for row in rows}
+
+
+def _cache_folder(out: Path, plan: Plan) -> Path:
+    cfg = plan.cfg
+    key = {
+        "model": plan.spec.name,
+        "dtype": cfg.dtype,
+        "hook": cfg.hook,
+        "dataset": cfg.dataset,
+        "context_size": cfg.context_size,
+        "holdout_fraction": cfg.holdout_fraction,
+        "rows_per_buffer": cfg.buffer_batches * cfg.lm_batch_size,
+        "exclude_special_tokens": cfg.exclude_special_tokens,
+        "format": 1,
+    }
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:10]
+    folder = out / "activations" / model_tag(plan.spec) / digest
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "meta.json").write_text(json.dumps(key, indent=1))
+    return folder
+
+
+class _ModelHolder:
+    """Loads the language model on first use only (a full activation cache never needs it)."""
+
+    def __init__(self, name: str, dtype: str, device: str) -> None:
+        self.name, self.dtype, self.device = name, dtype, device
+        self.model: models.LoadedModel | None = None
+
+    def __call__(self) -> models.LoadedModel:
+        if self.model is None:
+            self.model = models.load(self.name, dtype=self.dtype, device=self.device)
+        return self.model
+
+
+def train(store: Store, out: Path, options: TrainOptions, on_step: Any = None) -> dict[str, Any]:
+    """Train one SAE per layer from one forward pass per batch, evaluate, register.
+
+    A rerun of the same command resumes from the last checkpoint (or starts
+    clean with `restart`); SAEs already trained with the same config are not
+    trained again.
+    """
+    from saefeatures.sae.provider import ActivationSource
+    from saefeatures.sae.training import Coordinator, save_final
+
+    plan = plan_training(options)
+    cfg = plan.cfg
+    config = {
+        "model": plan.spec.name,
+        "layers": plan.layers,
+        "config_source": plan.source,
+        "sae_config": cfg.model_dump(),
+        "cache_activations": options.cache_activations,
+        "restart": options.restart,
+        "device": options.device,
+        "sae_ids": list(plan.ids.values()),
+    }
+    with store.run("train", config) as run_id:
+        if options.restart:
+            for sae_id in plan.ids.values():
+                shutil.rmtree(sae_dir(out, sae_id), ignore_errors=True)
+        to_train = [
+            layer
+            for layer in plan.layers
+            if not (sae_dir(out, plan.ids[layer]) / "cfg.json").is_file()
+        ]
+        registered = set() if options.restart else _registered(store, list(plan.ids.values()))
+        to_register = [
+            layer for layer in plan.layers if layer in to_train or plan.ids[layer] not in registered
+        ]
+        data = None
+        if to_train or to_register:
+            tokenizer = models.load_tokenizer(options.model)
+            data = text.prepare(cfg.dataset, tokenizer, cfg.context_size, cfg.holdout_fraction)
+        holder = _ModelHolder(options.model, cfg.dtype, options.device)
+        trained: dict[str, Any] = {}
+        if to_train and data is not None:
+            run_key = cfg.digest(plan.spec.name, to_train)
+            run_dir = out / "sae-runs" / f"{model_tag(plan.spec)}-{run_key}"
+            if options.restart:
+                shutil.rmtree(run_dir, ignore_errors=True)
+            source = ActivationSource(
+                data.train,
+                to_train,
+                cfg.hook,
+                rows_per_buffer=cfg.buffer_batches * cfg.lm_batch_size,
+                lm_batch_size=cfg.lm_batch_size,
+                special=data.special,
+                exclude_special=cfg.exclude_special_tokens,
+                load_model=holder,
+                cache=_cache_folder(out, plan) if options.cache_activations else None,
+                seed=cfg.seed,
+            )
+            metadata = {
+                "model_name": plan.spec.name,
+                "model_class_name": "TransformerBridge",
+                "context_size": cfg.context_size,
+                "prepend_bos": True,
+                "dataset_path": data.source,
+                "exclude_special_tokens": cfg.exclude_special_tokens,
+                "hook_head_index": None,
+            }
+            coordinator = Coordinator(
+                cfg,
+                source,
+                {layer: plan.hooks[layer] for layer in to_train},
+                plan.d_in,
+                run_dir,
+                options.device,
+                metadata,
+            )
+            if coordinator.has_checkpoint():
+                coordinator.restore()
+            result = coordinator.train(progress=options.progress, on_step=on_step)
+            for layer, layer_run in result.layers.items():
+                extra = {"sae_id": plan.ids[layer], "config": cfg.model_dump(), "run_id": run_id}
+                save_final(layer_run, sae_dir(out, plan.ids[layer]), extra)
+            shutil.rmtree(run_dir, ignore_errors=True)
+            tokens = (result.steps - result.resumed_from) * cfg.train_batch_size
+            trained = {
+                "trained_tokens": tokens,
+                "resumed_from_tokens": result.resumed_from * cfg.train_batch_size,
+                "train_seconds": round(result.seconds, 1),
+                "tokens_per_s": round(tokens / max(result.seconds, 1e-9)),
+                "lm_tokens": result.lm_tokens,
+                "lm_tokens_per_s": round(result.lm_tokens / result.lm_seconds)
+                if result.lm_seconds
+                else None,
+            }
+        metrics = {}
+        if to_register and data is not None:
+            metrics = _evaluate_and_register(
+                store,
+                run_id,
+                out,
+                holder(),
+                plan,
+                to_register,
+                data,
+            )
+    saes = [
+        {
+            "sae_id": plan.ids[layer],
+            "layer": layer,
+            "status": "trained" if layer in to_train else "already trained",
+            **{name: metrics.get(plan.ids[layer], {}).get(name) for name in HEADLINE},
+        }
+        for layer in plan.layers
+    ]
+    return {
+        "run_id": run_id,
+        "model": plan.spec.name,
+        "config": plan.source,
+        "architecture": cfg.architecture,
+        "d_sae": plan.d_sae,
+        "k": int(cfg.k) if cfg.architecture == "topk" else cfg.k,
+        "hook": cfg.hook,
+        "dtype": cfg.dtype,
+        "training_tokens": cfg.total_steps * cfg.train_batch_size,
+        "dataset": text.describe(cfg.dataset),
+        "train_rows": len(data.train) if data is not None else None,
+        "heldout_rows": len(data.held_out) if data is not None else None,
+        **trained,
+        "peak_memory_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+        "saes": saes,
+    }
+
+
+def _curve_rows(run_id: str, sae_id: str, folder: Path) -> dict[str, list[Any]]:
+    info = json.loads((folder / "saefeatures.json").read_text())
+    rows: dict[str, list[Any]] = {key: [] for key in ("run_id", "sae_id", "tokens", "metric")}
+    rows["value"] = []
+    for point in info.get("curve", []):
+        for metric, value in point.items():
+            if metric == "tokens":
+                continue
+            rows["run_id"].append(run_id)
+            rows["sae_id"].append(sae_id)
+            rows["tokens"].append(int(point["tokens"]))
+            rows["metric"].append(metric)
+            rows["value"].append(float(value))
+    return rows
+
+
+def _evaluate_and_register(
+    store: Store,
+    run_id: str,
+    out: Path,
+    model: models.LoadedModel,
+    plan: Plan,
+    layers: list[int],
+    data: text.TokenData,
+) -> dict[str, dict[str, float]]:
+    from saefeatures.sae.evaluation import Target, evaluate_saes
+
+    cfg = plan.cfg
+    targets = [
+        Target(
+            plan.ids[layer], loading.read_saelens(sae_dir(out, plan.ids[layer])), plan.hooks[layer]
+        )
+        for layer in layers
+    ]
+    rows = _eval_rows(data.held_out, cfg.eval_tokens)
+    metrics = evaluate_saes(
+        model, targets, rows, data.special, cfg.exclude_special_tokens, cfg.eval_batch_size
+    )
+    now = datetime.now(UTC).replace(tzinfo=None)
+    sae_rows = [
+        {
+            "run_id": run_id,
+            "sae_id": plan.ids[layer],
+            "model": plan.spec.name,
+            "layer": layer,
+            "hook": plan.hooks[layer],
+            "architecture": cfg.architecture,
+            "d_in": plan.d_in,
+            "d_sae": plan.d_sae,
+            "k": round(cfg.k) if cfg.k is not None else None,
+            "tokens": cfg.total_steps * cfg.train_batch_size,
+            "path": str(sae_dir(out, plan.ids[layer]).resolve()),
+            "config": json.dumps(cfg.model_dump(), default=str),
+            "source": "trained",
+            "dataset": data.source,
+            "created": now,
+        }
+        for layer in layers
+    ]
+    with store.transaction():
+        ids = [plan.ids[layer] for layer in layers]
+        _delete(store, ids)
+        store.insert("saes", pa.Table.from_pylist(sae_rows))
+        store.insert("sae_metrics", _metric_rows(run_id, metrics))
+        for layer in layers:
+            curve = _curve_rows(run_id, plan.ids[layer], sae_dir(out, plan.ids[layer]))
+            if curve["tokens"]:
+                store.insert("sae_training", curve)
+    return metrics
+
+
+def _delete(store: Store, ids: list[str], metrics_only: bool = False) -> None:
+    marks = ", ".join("?" for _ in ids)
+    tables = ("sae_metrics",) if metrics_only else ("saes", "sae_metrics", "sae_training")
+    for table in tables:
+        store.con.execute(f"DELETE FROM {table} WHERE sae_id IN ({marks})", ids)
+
+
+def _metric_rows(run_id: str, metrics: dict[str, dict[str, float]]) -> dict[str, list[Any]]:
+    rows: dict[str, list[Any]] = {key: [] for key in ("run_id", "sae_id", "split", "metric")}
+    rows["value"] = []
+    for sae_id, values in metrics.items():
+        for metric, value in values.items():
+            rows["run_id"].append(run_id)
+            rows["sae_id"].append(sae_id)
+            rows["split"].append(SPLIT)
+            rows["metric"].append(metric)
+            rows["value"].append(float(value))
+    return rows
+
+
+def _eval_rows(held_out: Any, eval_tokens: int) -> Any:
+    n = max(1, -(-eval_tokens // held_out.shape[1]))
+    return held_out[:n]
+
+
+# -- evaluate --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EvaluateOptions:
+    sae_id: str
+    dataset: str | None = None  # default: the SAE's training dataset (or the offline default)
+    eval_tokens: int | None = None
+    batch_size: int | None = None
+    dtype: str | None = None
+    device: str = "cpu"
+    progress: bool = True
+
+
+def _sae_row(store: Store, sae_id: str) -> dict[str, Any]:
+    table = store.con.sql("SELECT * FROM saes WHERE sae_id = ?", params=[sae_id]).to_arrow_table()
+    if table.num_rows == 0:
+        raise SaefeaturesError(
+            f"no SAE {sae_id!r} in the store; `saefeatures saes` lists the registered ones"
+        )
+    return table.to_pylist()[0]
+
+
+def evaluate(store: Store, out: Path, options: EvaluateOptions) -> dict[str, Any]:
+    """Recompute an SAE's held-out metrics and replace them in `sae_metrics`."""
+    from saefeatures.sae.evaluation import Target, evaluate_saes
+
+    row = _sae_row(store, options.sae_id)
+    stored = json.loads(row["config"] or "{}") if row["source"] == "trained" else {}
+    context_size = int(stored.get("context_size", 128))
+    holdout = float(stored.get("holdout_fraction", 0.02))
+    exclude = bool(stored.get("exclude_special_tokens", True))
+    dataset = options.dataset or stored.get("dataset")
+    eval_tokens = options.eval_tokens or int(stored.get("eval_tokens", 32_768))
+    batch_size = options.batch_size or int(stored.get("eval_batch_size", 8))
+    dtype = options.dtype or stored.get("dtype", "float32")
+    models.check_options(dtype, options.device)
+    if eval_tokens <= 0 or batch_size <= 0:
+        raise SaefeaturesError("--eval-tokens and --batch-size must be positive")
+    text.check_dataset(dataset)
+    path = Path(row["path"])
+    sae = loading.read_saelens(path, options.device)
+    config = {**asdict(options), "model": row["model"], "dataset": dataset}
+    with store.run("evaluate", config) as run_id:
+        model = models.load(row["model"], dtype=dtype, device=options.device)
+        loading.check_fit(model, int(sae.cfg.d_in), row["hook"])
+        data = text.prepare(dataset, model.tokenizer, context_size, holdout)
+        rows = _eval_rows(data.held_out, eval_tokens)
+        metrics = evaluate_saes(
+            model,
+            [Target(options.sae_id, sae, row["hook"])],
+            rows,
+            data.special,
+            exclude,
+            batch_size,
+            options.progress,
+        )
+        with store.transaction():
+            _delete(store, [options.sae_id], metrics_only=True)
+            store.insert("sae_metrics", _metric_rows(run_id, metrics))
+    summary = {"run_id": run_id, "sae_id": options.sae_id, "dataset": data.source}
+    return {**summary, **metrics[options.sae_id]}
+
+
+# -- list ------------------------------------------------------------------------------
+
+
+def list_saes(store: Store, model: str | None = None) -> pa.Table:
+    """Registered SAEs with their headline held-out metrics, one row each."""
+    pivot = ", ".join(
+        f"max(CASE WHEN metric = '{name}' THEN value END) AS {name}" for name in HEADLINE
+    )
+    where = "WHERE s.model = ?" if model else ""
+    sql = (
+        f"WITH m AS (SELECT sae_id, {pivot} FROM sae_metrics WHERE split = '{SPLIT}' "
+        "GROUP BY sae_id) "
+        "SELECT s.sae_id, s.layer, s.architecture, s.d_sae, s.k, s.tokens, s.source, "
+        f"{', '.join(f'm.{name}' for name in HEADLINE)} "
+        f"FROM saes s LEFT JOIN m USING (sae_id) {where} ORDER BY s.model, s.layer, s.sae_id"
+    )
+    return store.con.sql(sql, params=[model] if model else None).to_arrow_table()
+
+
+# -- load ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LoadOptions:
+    model: str = DEFAULT_MODEL
+    path: Path | None = None
+    format: str = "saelens"
+    release: str | None = None
+    hub_sae_id: str | None = None
+    hook: str | None = None  # a full hook name, overriding the SAE's own
+    layer: int | None = None  # with `hook` a site, or for sparsify folders without a layer name
+    dtype: str = "float32"
+    device: str = "cpu"
+
+
+def _hook_for(options: LoadOptions, own_hook: str | None, kind: str, source: str) -> str:
+    """The hook to register: --hook NAME, --hook SITE/--layer N, the folder name, or the SAE's."""
+    if options.hook and options.hook.startswith("blocks."):
+        return options.hook
+    if options.hook or options.layer is not None:
+        layer = options.layer
+        if layer is None and own_hook:
+            layer = loading.layer_of(own_hook)
+        if layer is None:
+            raise SaefeaturesError("--hook SITE needs --layer N for an SAE without a hook name")
+        return activations.hook_name(layer, options.hook or "resid_post")
+    if kind == "sparsify":
+        layer = loading.sparsify_layer(Path(source))
+        if layer is None:
+            raise SaefeaturesError(
+                f"cannot tell the layer of sparsify SAE {source} from its folder name "
+                "(layers.N); pass --layer N"
+            )
+        return activations.hook_name(layer, "resid_post")
+    if not own_hook:
+        raise SaefeaturesError("the SAE's cfg.json names no hook; pass --hook and --layer")
+    return own_hook
+
+
+def load(store: Store, out: Path, options: LoadOptions) -> dict[str, Any]:
+    """Register an SAE from a folder or SAELens' registry for a model, after checking it fits."""
+    models.check_options(options.dtype, options.device)
+    spec = models.resolve(options.model)
+    if (options.path is None) == (options.release is None):
+        raise SaefeaturesError("pass either --path DIR or --release R --sae-id ID")
+    if options.path is not None:
+        # Folders are checked from cfg.json first: a misfit is refused before SAELens loads.
+        path = Path(options.path).expanduser()
+        kind, source = options.format, str(path.resolve())
+        info = loading.folder_info(path, options.format)
+        d_in, own_hook, sae = info.d_in, info.hook_name, None
+    else:
+        if not options.hub_sae_id:
+            raise SaefeaturesError("--release needs --sae-id (the SAE's id within the release)")
+        kind, source = "pretrained", f"{options.release}/{options.hub_sae_id}"
+        sae = loading.read_pretrained(options.release or "", options.hub_sae_id, options.device)
+        d_in, own_hook = int(sae.cfg.d_in), sae.cfg.metadata.hook_name
+    hook = _hook_for(options, own_hook, kind, source)
+    model = models.load(options.model, dtype=options.dtype, device=options.device)
+    layer = loading.check_fit(model, d_in, hook)
+    if sae is None:
+        read = loading.read_sparsify if kind == "sparsify" else loading.read_saelens
+        sae = read(path, options.device)
+    architecture = sae.cfg.architecture()
+    d_sae = int(sae.cfg.d_sae)
+    k = getattr(sae.cfg, "k", None)
+    digest = hashlib.sha256(f"{kind}:{source}:{hook}:{spec.name}".encode()).hexdigest()[:8]
+    sae_id = f"{model_tag(spec)}-L{layer}-{_short_hook(hook)}-{architecture}{d_sae}-{kind}-{digest}"
+    config = {**asdict(options), "model": spec.name, "hook": hook, "sae_id": sae_id}
+    with store.run("load", config) as run_id:
+        sae.cfg.metadata.hook_name = hook
+        sae.cfg.metadata.model_name = spec.name
+        folder = sae_dir(out, sae_id)
+        partial = folder.with_name(f".{folder.name}.partial")
+        shutil.rmtree(partial, ignore_errors=True)
+        sae.save_model(str(partial))
+        shutil.rmtree(folder, ignore_errors=True)
+        partial.rename(folder)
+        row = {
+            "run_id": run_id,
+            "sae_id": sae_id,
+            "model": spec.name,
+            "layer": layer,
+            "hook": hook,
+            "architecture": architecture,
+            "d_in": int(sae.cfg.d_in),
+            "d_sae": d_sae,
+            "k": int(k) if k is not None else None,
+            "tokens": None,
+            "path": str(folder.resolve()),
+            "config": json.dumps({"source": source, **sae.cfg.to_dict()}, default=str),
+            "source": kind,
+            "dataset": None,
+            "created": datetime.now(UTC).replace(tzinfo=None),
+        }
+        with store.transaction():
+            _delete(store, [sae_id])
+            store.insert("saes", pa.Table.from_pylist([row]))
+    return {
+        "run_id": run_id,
+        "sae_id": sae_id,
+        "model": spec.name,
+        "hook": hook,
+        "architecture": architecture,
+        "d_in": int(sae.cfg.d_in),
+        "d_sae": d_sae,
+        "source": source,
+        "path": str(folder),
+        "next": f"saefeatures evaluate {sae_id}",
+    }
