@@ -16,7 +16,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from saefeatures.errors import SaefeaturesError
-from saefeatures.stats import rank, spearman
+from saefeatures.stats import as_vector, rank, spearman
 
 # Entries of one (random vectors x features) block in the empirical null: 4 M floats,
 # so 16k features take 256 samples per matmul and the block stays ~16 MB in float32.
@@ -40,15 +40,6 @@ class OmpResult:
     r2: np.ndarray
 
 
-def _vector(values: np.ndarray, name: str) -> np.ndarray:
-    array = np.asarray(values, dtype=float)
-    if array.ndim != 1:
-        raise SaefeaturesError(f"{name} must be 1-D, got shape {array.shape}")
-    if not np.all(np.isfinite(array)):
-        raise SaefeaturesError(f"{name} contains NaN or infinite values")
-    return array
-
-
 def _matrix(values: np.ndarray, name: str) -> np.ndarray:
     """A 2-D float array that keeps float32 as float32: SAE decoders are large."""
     array = np.asarray(values)
@@ -64,7 +55,7 @@ def _direction_and_decoder(
     vector: np.ndarray, decoder: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
     """Validate once: a zero vector has no direction, and widths must match."""
-    v, rows = _vector(vector, "vector"), _matrix(decoder, "decoder")
+    v, rows = as_vector(vector, "vector"), _matrix(decoder, "decoder")
     if rows.shape[1] != len(v):
         raise SaefeaturesError(
             f"vector has width {len(v)} but the SAE decoder rows have width {rows.shape[1]}; "
@@ -116,7 +107,7 @@ def top_by_abs(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
 
     Ties go to the lower index, so the same scores always give the same ranking.
     """
-    values = _vector(scores, "scores")
+    values = as_vector(scores, "scores")
     if k < 1:
         raise SaefeaturesError(f"k must be at least 1, got {k}")
     indices = np.argsort(-np.abs(values), kind="stable")[:k]
@@ -217,7 +208,7 @@ def random_set_r2(
 
 def auroc(scores: np.ndarray, labels: np.ndarray) -> float:
     """AUROC as Mann-Whitney U / (n+ n-), average ranks for ties (a tie counts 1/2)."""
-    values = _vector(scores, "scores")
+    values = as_vector(scores, "scores")
     positive = _labels(labels, len(values))
     n_pos, n_neg = positive.sum(), (~positive).sum()
     u = rank(values)[positive].sum() - n_pos * (n_pos + 1) / 2

