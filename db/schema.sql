@@ -227,3 +227,61 @@ CREATE TABLE sae_training (
     metric VARCHAR NOT NULL,
     value  DOUBLE
 );
+
+-- version 4: what alignment measures beside the ranked features, and the tokens of
+-- scanned passages (so that snippets can be read back with SQL)
+CREATE TABLE alignment_summary (
+    run_id  VARCHAR NOT NULL,
+    model   VARCHAR NOT NULL,
+    sae_id  VARCHAR NOT NULL,
+    layer   INTEGER NOT NULL,
+    corpus  VARCHAR NOT NULL,
+    emotion VARCHAR NOT NULL,
+    metric  VARCHAR NOT NULL,
+    value   DOUBLE
+);
+
+CREATE TABLE alignment_curves (
+    run_id  VARCHAR NOT NULL,
+    model   VARCHAR NOT NULL,
+    sae_id  VARCHAR NOT NULL,
+    layer   INTEGER NOT NULL,
+    corpus  VARCHAR NOT NULL,
+    emotion VARCHAR NOT NULL,
+    curve   VARCHAR NOT NULL CHECK (curve IN ('omp', 'random')),
+    k       INTEGER NOT NULL,
+    r2      DOUBLE NOT NULL
+);
+
+CREATE TABLE passage_tokens (
+    run_id     VARCHAR NOT NULL,
+    model      VARCHAR NOT NULL,
+    corpus     VARCHAR NOT NULL,
+    passage_id INTEGER NOT NULL,
+    position   INTEGER NOT NULL,
+    token_id   INTEGER NOT NULL,
+    token      VARCHAR NOT NULL
+);
+
+CREATE TABLE emotion_ratings (
+    run_id  VARCHAR NOT NULL,
+    emotion VARCHAR PRIMARY KEY,
+    valence DOUBLE NOT NULL,
+    arousal DOUBLE,
+    source  VARCHAR
+);
+
+-- Per SAE, corpus, emotion and feature: summed activation over every token of the
+-- emotion's scanned passages and its mean per passage. Written by the alignment stage
+-- with the activations, so per-emotion questions need not re-aggregate millions of rows;
+-- features that never fired on an emotion's passages have no row (their mean is 0).
+CREATE TABLE emotion_feature_activity (
+    run_id           VARCHAR NOT NULL,
+    sae_id           VARCHAR NOT NULL,
+    corpus           VARCHAR NOT NULL,
+    emotion          VARCHAR NOT NULL,
+    feature          INTEGER NOT NULL,
+    passages         INTEGER NOT NULL,
+    total            DOUBLE NOT NULL,
+    mean_per_passage DOUBLE NOT NULL
+);

@@ -16,7 +16,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from saefeatures.errors import SaefeaturesError
-from saefeatures.stats import as_vector, rank, spearman
+from saefeatures.stats import as_vector, rank
 
 # Entries of one (random vectors x features) block in the empirical null: 4 M floats,
 # so 16k features take 256 samples per matmul and the block stays ~16 MB in float32.
@@ -151,6 +151,42 @@ def empirical_null_max_cos(
     return float(np.quantile(maxima, quantile))
 
 
+def shuffled_label_null_max_cos(
+    means: np.ndarray,
+    labels: np.ndarray,
+    decoder: np.ndarray,
+    n_shuffles: int = 100,
+    quantile: float = 0.99,
+    seed: int = 0,
+) -> float:
+    """The `quantile` of best |cos| for contrast vectors built with shuffled emotion labels.
+
+    A stricter null than random unit vectors: shuffled contrasts live in the same
+    subspace as real passage means (where an SAE's decoder rows concentrate), so an
+    emotion vector beating them aligns with features because of its emotion, not
+    because it is a direction in the data. `means` are (n_passages, d) pooled residuals.
+    """
+    data, rows = _matrix(means, "means"), _matrix(decoder, "decoder")
+    names, index = np.unique(np.asarray(labels), return_inverse=True)
+    if len(data) != len(index) or len(names) < 2:
+        raise SaefeaturesError("need one label per passage and at least two emotions")
+    if n_shuffles < 1:
+        raise SaefeaturesError(f"n_shuffles must be at least 1, got {n_shuffles}")
+    unit = _unit_rows(rows)
+    rng = np.random.default_rng(seed)
+    counts = np.bincount(index, minlength=len(names))[:, None]
+    best = []
+    for _ in range(n_shuffles):
+        shuffled = rng.permutation(index)
+        per_emotion = np.zeros((len(names), data.shape[1]))
+        np.add.at(per_emotion, shuffled, data)
+        contrasts = per_emotion / counts
+        contrasts -= contrasts.mean(axis=0, keepdims=True)
+        contrasts /= np.linalg.norm(contrasts, axis=1, keepdims=True)
+        best.append(np.abs(contrasts.astype(unit.dtype) @ unit.T).max(axis=1))
+    return float(np.quantile(np.concatenate(best), quantile))
+
+
 def _fit(v: np.ndarray, columns: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
     """Least squares of v on the columns: coefficients, residual, and R² (no centering)."""
     coefficients = np.linalg.lstsq(columns, v, rcond=None)[0]
@@ -190,7 +226,8 @@ def random_set_r2(
 
     Any k directions explain about k/d of a random vector, so OMP's curve only means
     something above this one. Each set grows by one random feature per k (nested sets),
-    which makes every sampled curve non-decreasing like OMP's.
+    so one QR per set gives the whole curve: the first k columns of Q span the first k
+    features, and R²(k) is the share of |v|² in their span.
     """
     v, rows = _direction_and_decoder(vector, decoder)
     _check_k_max(k_max, rows)
@@ -200,9 +237,8 @@ def random_set_r2(
     curves = np.empty((n_sets, k_max))
     for s in range(n_sets):
         chosen = rng.choice(len(rows), size=k_max, replace=False)
-        columns = _unit_rows(rows[chosen].astype(float)).T
-        for k in range(1, k_max + 1):
-            curves[s, k - 1] = _fit(v, columns[:, :k])[2]
+        q, _ = np.linalg.qr(rows[chosen].astype(float).T)
+        curves[s] = np.cumsum((q.T @ v) ** 2) / (v @ v)
     return curves.mean(axis=0)
 
 
@@ -232,21 +268,35 @@ def _rank_columns(block: np.ndarray) -> np.ndarray:
     return ranks
 
 
+def column_ranks(activations: np.ndarray) -> np.ndarray:
+    """Average ranks down every column of (n_passages, N), in blocks of features.
+
+    Computed once per SAE: every emotion's AUROCs then come from the same ranks.
+    """
+    values = _matrix(activations, "activations")
+    ranks = np.empty(values.shape)
+    for start in range(0, values.shape[1], _RANK_BLOCK):
+        ranks[:, start : start + _RANK_BLOCK] = _rank_columns(
+            values[:, start : start + _RANK_BLOCK]
+        )
+    return ranks
+
+
+def auroc_from_ranks(ranks: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """AUROC of every column from its `column_ranks`: the Mann-Whitney U of `auroc`."""
+    positive = _labels(labels, len(ranks))
+    n_pos, n_neg = positive.sum(), (~positive).sum()
+    u = ranks[positive].sum(axis=0) - n_pos * (n_pos + 1) / 2
+    return u / (n_pos * n_neg)
+
+
 def auroc_per_feature(activations: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """AUROC of every feature's activation (n_passages, N) for the labels, one rank per column.
+    """AUROC of every feature's activation (n_passages, N) for the labels.
 
     Same Mann-Whitney formula as `auroc`, vectorised: a Python loop over 16k features
     would dominate the alignment stage.
     """
-    values = _matrix(activations, "activations")
-    positive = _labels(labels, len(values))
-    n_pos, n_neg = positive.sum(), (~positive).sum()
-    result = np.empty(values.shape[1])
-    for start in range(0, values.shape[1], _RANK_BLOCK):
-        ranks = _rank_columns(values[:, start : start + _RANK_BLOCK])
-        u = ranks[positive].sum(axis=0) - n_pos * (n_pos + 1) / 2
-        result[start : start + _RANK_BLOCK] = u / (n_pos * n_neg)
-    return result
+    return auroc_from_ranks(column_ranks(activations), labels)
 
 
 def mean_difference(activations: np.ndarray, labels: np.ndarray) -> np.ndarray:
@@ -259,14 +309,14 @@ def mean_difference(activations: np.ndarray, labels: np.ndarray) -> np.ndarray:
     return values[positive].mean(axis=0, dtype=float) - values[~positive].mean(axis=0, dtype=float)
 
 
-def ranking_agreement(a_ids: np.ndarray, b_ids: np.ndarray, k: int = 10) -> dict[str, float]:
-    """Overlap of two top-k feature lists (best first) and their Spearman rho over the union.
+def top_overlap(a_ids: np.ndarray, b_ids: np.ndarray, k: int = 10) -> float:
+    """Share of features two rankings (best first) have in common in their top k.
 
-    Overlap ignores order within the top k; rho also weighs it. A feature missing from
-    one list gets that list's rank k + 1 (just past its end), so rho covers the union.
+    Order within the top k is ignored; the methods' full scores are compared with a rank
+    correlation over all features instead.
     """
-    if k < 3:
-        raise SaefeaturesError(f"k must be at least 3 for a rank correlation, got {k}")
+    if k < 1:
+        raise SaefeaturesError(f"k must be at least 1, got {k}")
     tops = []
     for name, ids in (("a_ids", a_ids), ("b_ids", b_ids)):
         top = [int(i) for i in np.asarray(ids).ravel()[:k]]
@@ -274,16 +324,8 @@ def ranking_agreement(a_ids: np.ndarray, b_ids: np.ndarray, k: int = 10) -> dict
             raise SaefeaturesError(f"{name} has {len(top)} features, fewer than k = {k}")
         if len(set(top)) < k:
             raise SaefeaturesError(f"{name} repeats a feature in its top {k}")
-        tops.append({feature: position + 1 for position, feature in enumerate(top)})
-    a_rank, b_rank = tops
-    union = sorted(a_rank.keys() | b_rank.keys())
-    return {
-        "overlap": len(a_rank.keys() & b_rank.keys()) / k,
-        "spearman": spearman(
-            np.array([a_rank.get(f, k + 1) for f in union], dtype=float),
-            np.array([b_rank.get(f, k + 1) for f in union], dtype=float),
-        ),
-    }
+        tops.append(set(top))
+    return len(tops[0] & tops[1]) / k
 
 
 def logistic_probe_auroc(X: np.ndarray, labels: np.ndarray, seed: int = 0, folds: int = 5) -> float:

@@ -18,6 +18,7 @@ from saefeatures import (
     models,
     pipeline,
     present,
+    queries,
     stories,
     vectors,
 )
@@ -78,6 +79,14 @@ def run_command(
         ),
         title="geometry of the denoised emotion vectors",
     )  # fmt: skip
+    if result["alignment"]:
+        present.print_rows(
+            ["layer", "corpus", "SAE", "best |cos| > random p99", "> shuffled p99", "UMAP"],
+            result["alignment"],
+            title="emotion vectors aligned with SAE features",
+        )
+    else:
+        print("no SAE at these layers yet: `saefeatures train --layer 10`, then run again")
     with pipeline.Workspace(db, out).open_store(read_only=True) as store:
         present.print_rows(["table", "rows"], store.table_counts(), title="store tables")
     print(f"run {result['run_id']}: database {db}, figures under {out}")
@@ -120,15 +129,29 @@ def models_convert(
 
 @app.command("sql")
 def sql_command(
-    query: Annotated[str, typer.Argument(help="One SQL statement (read-only).")],
+    query: Annotated[
+        str,
+        typer.Argument(help="One read-only SQL statement, a .sql file, or a shipped query's name."),
+    ],
     fmt: Annotated[str, typer.Option("--format", help="table, csv or json.")] = "table",
     db: DbOption = DEFAULT_DB,
 ) -> None:
-    """Query the store read-only."""
+    """Query the store read-only (`saefeatures queries` lists the shipped examples)."""
     if fmt not in present.FORMATS:
         raise SaefeaturesError(f"unknown format {fmt!r}; use one of {', '.join(present.FORMATS)}")
+    sql = queries.resolve(query)
     with pipeline.Workspace(db, DEFAULT_OUT).open_store(read_only=True) as store:
-        present.print_arrow(store.query(query), fmt)
+        present.print_arrow(store.query(sql), fmt)
+
+
+@app.command("queries")
+def queries_command() -> None:
+    """The example queries shipped with saefeatures; run one with `saefeatures sql NAME`."""
+    present.print_rows(
+        ["name", "what it answers"],
+        ([name, queries.description(path)] for name, path in queries.shipped().items()),
+        title="example queries",
+    )
 
 
 @db_app.command("info")
@@ -400,6 +423,101 @@ def load_command(
     with pipeline.Workspace(db, out).open_store() as store:
         summary = sae.load(store, out, options)
     present.print_rows(["fact", "value"], summary.items(), title="SAE loaded")
+
+
+# -- features aligned with emotion vectors (saefeatures.alignment) ----------------------
+
+LayerOption = Annotated[int, typer.Option("--layer", help="The layer of the vectors and SAEs.")]
+SaeOption = Annotated[
+    str | None, typer.Option("--sae", help="One SAE id; default: every SAE at the layer.")
+]
+
+
+@app.command("align")
+def align_command(
+    layer: LayerOption,
+    model: ModelOption = DEFAULT_MODEL,
+    sae_id: SaeOption = None,
+    corpus: CorpusOption = "templates",
+    method: Annotated[str, typer.Option("--method", help="denoised or raw vectors.")] = "denoised",
+    emotions: Annotated[
+        str | None, typer.Option("--emotions", help="a,b,c or a file; default: all with vectors.")
+    ] = None,
+    top: Annotated[int, typer.Option("--top", help="Features kept per emotion and method.")] = 50,
+    k_max: Annotated[int, typer.Option("--k-max", help="OMP steps (R² for k = 1..k-max).")] = 32,
+    null_samples: Annotated[int, typer.Option("--null-samples")] = 1000,
+    text_source: Annotated[
+        str | None,
+        typer.Option("--text", help="Sample text for feature statistics; default: the SAE's."),
+    ] = None,
+    sample_rows: Annotated[int, typer.Option("--sample-rows", help="Held-out text rows.")] = 64,
+    batch_size: Annotated[int, typer.Option("--batch-size")] = 8,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    dtype: DtypeOption = "bfloat16",
+    device: DeviceOption = "cpu",
+    db: DbOption = DEFAULT_DB,
+) -> None:
+    """Which SAE features carry each emotion vector: decoder cosine, OMP, activation selectivity."""
+    from saefeatures import alignment
+
+    options = alignment.AlignOptions(
+        layer, model, sae_id, corpus, method, emotions, top, k_max, null_samples,
+        text=text_source, sample_rows=sample_rows, batch_size=batch_size, dtype=dtype,
+        device=device, seed=seed,
+    )  # fmt: skip
+    with pipeline.Workspace(db, DEFAULT_OUT).open_store() as store:
+        summary = alignment.align(store, options)
+    for result in summary.pop("saes"):
+        rows = result["per_emotion"]
+        present.print_rows(list(rows[0]), (r.values() for r in rows), title=result["sae_id"])
+        nulls = result["nulls"]
+        print(
+            f"best |cos| above the p99 of random unit vectors ({nulls['empirical_null_p99']:.3f}; "
+            f"analytic {nulls['analytic_null']:.3f}): {result['fraction_above_null']:.0%} of "
+            f"emotions; above the p99 of shuffled-label contrasts "
+            f"({nulls['shuffled_null_p99']:.3f}): {result['fraction_above_shuffled_null']:.0%}"
+        )
+        ks = [k for k in (1, 2, 4, 8, 16, 32) if k <= k_max]
+        present.print_rows(
+            ["k", "OMP R² (mean)", "random R² (mean)"],
+            ([k, result["mean_omp_r2"][k - 1], result["mean_random_r2"][k - 1]] for k in ks),
+            title="sparse reconstruction of the vectors",
+        )
+    present.print_rows(["fact", "value"], summary.items(), title="alignment")
+
+
+@app.command("umap")
+def umap_command(
+    layer: LayerOption,
+    model: ModelOption = DEFAULT_MODEL,
+    sae_id: SaeOption = None,
+    corpus: CorpusOption = "templates",
+    method: Annotated[str, typer.Option("--method", help="denoised or raw vectors.")] = "denoised",
+    top: Annotated[int, typer.Option("--top", help="Aligned features per emotion.")] = 10,
+    background: Annotated[
+        int, typer.Option("--background", help="Random other features for context.")
+    ] = 1000,
+    neighbors: Annotated[int, typer.Option("--neighbors", help="UMAP n_neighbors.")] = 15,
+    min_dist: Annotated[float, typer.Option("--min-dist", help="UMAP min_dist.")] = 0.1,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    output: Annotated[
+        Path | None, typer.Option("-o", "--output", help="File name (.png and .html are written).")
+    ] = None,
+    db: DbOption = DEFAULT_DB,
+    out: OutOption = DEFAULT_OUT,
+) -> None:
+    """UMAP of the SAE's emotion-aligned decoder directions, with the emotion vectors."""
+    from saefeatures import feature_map
+
+    options = feature_map.UmapOptions(
+        layer, model, sae_id, corpus, method, top, background, seed, neighbors, min_dist, output
+    )
+    with pipeline.Workspace(db, out).open_store(read_only=True) as store:
+        result = feature_map.draw(store, out, options)
+    facts = {"sae_id": result["sae_id"], **result["points"],
+             "umap seconds": round(result["umap_seconds"], 1)}  # fmt: skip
+    present.print_rows(["fact", "value"], facts.items(), title="UMAP")
+    print("figures: " + ", ".join(result["files"]))
 
 
 def main() -> None:

@@ -33,6 +33,7 @@ class Passage:
     emotion: str | None = None
     topic: str | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    passage_id: int | None = None  # its id in the store, once stored
 
 
 @dataclass(frozen=True)
@@ -109,6 +110,21 @@ def load_ratings(path: Path | None = None) -> Ratings:
     if not valence:
         raise SaefeaturesError(f"ratings file {source_path} has no rows")
     return Ratings(valence, arousal, source)
+
+
+def store_ratings(store: Store, run_id: str, ratings: Ratings) -> None:
+    """Put the ratings a stage used into `emotion_ratings`, so SQL can join them."""
+    emotions = sorted(ratings.valence)
+    table = {
+        "run_id": [run_id] * len(emotions),
+        "emotion": emotions,
+        "valence": [ratings.valence[e] for e in emotions],
+        "arousal": [ratings.arousal[e] for e in emotions],
+        "source": [ratings.source[e] for e in emotions],
+    }
+    with store.transaction():
+        store.con.execute("DELETE FROM emotion_ratings")
+        store.insert("emotion_ratings", table)
 
 
 # -- reading passages ---------------------------------------------------------
@@ -240,7 +256,7 @@ def read_corpus(store: Store, name: str) -> list[Passage]:
         return builtin_passages(name)
     rows = store.query(
         # Generated corpora keep dropped stories as rows with empty text (see stories.py).
-        "SELECT emotion, topic, text FROM passages WHERE corpus = ? AND text <> '' "
+        "SELECT passage_id, emotion, topic, text FROM passages WHERE corpus = ? AND text <> '' "
         "ORDER BY passage_id",
         [name],
     ).to_pylist()
@@ -250,7 +266,7 @@ def read_corpus(store: Store, name: str) -> list[Passage]:
             f"unknown corpus {name!r}; the store has: {', '.join(known) or 'none'} "
             f"(built in: {', '.join(BUILTIN)}; add one with `saefeatures corpus import`)"
         )
-    return [Passage(r["text"], r["emotion"], r["topic"]) for r in rows]
+    return [Passage(r["text"], r["emotion"], r["topic"], passage_id=r["passage_id"]) for r in rows]
 
 
 def by_emotion(passages: list[Passage], emotions: list[str]) -> dict[str, list[str]]:

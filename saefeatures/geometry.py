@@ -163,6 +163,7 @@ def analyze(store: Store, out: Path, options: GeometryOptions) -> dict[str, obje
 
     config = {**asdict(options), "model": spec.name, "ratings": str(options.ratings or "shipped")}
     with store.run("geometry", config) as run_id:
+        corpora.store_ratings(store, run_id, ratings)
         geometry, pairs = [], []
         for method, vs in sets.items():
             method_rows = []

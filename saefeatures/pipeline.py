@@ -2,8 +2,9 @@
 
 Today the job registers the model and shows its residual stream on a sample
 prompt; has the model write emotion stories (instruct models only); builds
-contrast vectors from the template passages and from those stories; and
-analyses their geometry. Each capability joins here as it lands, so that
+contrast vectors from the template passages and from those stories; analyses
+their geometry; and aligns the vectors with the model's SAEs already in the
+store, with a UMAP of each. Each capability joins here as it lands, so that
 `make demo` always runs the whole pipeline there is.
 """
 
@@ -13,7 +14,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from saefeatures import activations, geometry, models, stories, vectors
+from saefeatures import (
+    activations,
+    alignment,
+    feature_map,
+    geometry,
+    models,
+    stories,
+    vectors,
+)
 from saefeatures.store import Store
 
 SAMPLE_PROMPT = "I just got accepted into my dream PhD program today!"
@@ -83,8 +92,53 @@ def run(
                 geometry.GeometryOptions(spec.name, corpus, dtype=dtype, device=device),
             )
             best[corpus] = {**found["best"], "figures": found["figures"]}
+        aligned = _align_with_registered_saes(store, workspace, spec.name, chosen, corpora_used,
+                                              dtype, device)  # fmt: skip
     residuals = [
         (layer, tuple(act.shape), float(act.float().norm(dim=-1).mean()))
         for layer, act in acts.items()
     ]
-    return {"run_id": run_id, "model": described, "residuals": residuals, "geometry": best}
+    return {
+        "run_id": run_id,
+        "model": described,
+        "residuals": residuals,
+        "geometry": best,
+        "alignment": aligned,
+    }
+
+
+def _align_with_registered_saes(
+    store: Store,
+    workspace: Workspace,
+    model: str,
+    layers: list[int],
+    corpora_used: dict[str, int],
+    dtype: str,
+    device: str,
+) -> list[list[Any]]:
+    """Align and map every corpus's vectors with the model's SAEs at the chosen layers.
+
+    SAE training is not part of the job yet (about 20 minutes per layer on 2 cores), so
+    this runs for SAEs trained or loaded before: `saefeatures train --layer 10` first.
+    """
+    found = store.query(
+        "SELECT DISTINCT layer FROM saes WHERE model = ? AND hook = 'blocks.' || layer || "
+        "'.hook_resid_post' ORDER BY layer",
+        [model],
+    )["layer"].to_pylist()
+    rows = []
+    for layer in (layer for layer in found if layer in layers):
+        for corpus in corpora_used:
+            options = alignment.AlignOptions(
+                layer, model, corpus=corpus, dtype=dtype, device=device
+            )
+            result = alignment.align(store, options)
+            figure = feature_map.draw(
+                store, workspace.out, feature_map.UmapOptions(layer, model, corpus=corpus)
+            )
+            rows += [
+                [layer, corpus, sae["sae_id"], f"{sae['fraction_above_null']:.0%}",
+                 f"{sae['fraction_above_shuffled_null']:.0%}", figure["files"][0]]
+                for sae in result["saes"]
+            ]  # fmt: skip
+    return rows

@@ -27,9 +27,12 @@ DIVERGING_SCALE = [[0.0, DIVERGING[0]], [0.5, DIVERGING[1]], [1.0, DIVERGING[2]]
 RATING_COLORS = {"valence": "#d95f02", "arousal": "#1b9e77"}
 
 
-def _write(figure: Figure, interactive: go.Figure, stem: Path) -> list[Path]:
-    """Write the PNG and the self-contained HTML next to each other."""
-    png, html = stem.with_suffix(".png"), stem.with_suffix(".html")
+def write(figure: Figure, interactive: go.Figure, stem: Path) -> list[Path]:
+    """Write the PNG and the self-contained HTML next to each other.
+
+    The suffixes are appended, never substituted: a stem like `qwen2.5` keeps its dot.
+    """
+    png, html = stem.parent / f"{stem.name}.png", stem.parent / f"{stem.name}.html"
     png.parent.mkdir(parents=True, exist_ok=True)
     FigureCanvasAgg(figure)
     figure.savefig(png, dpi=DPI)
@@ -37,13 +40,13 @@ def _write(figure: Figure, interactive: go.Figure, stem: Path) -> list[Path]:
     return [png, html]
 
 
-def _same_length(**arrays: Sequence[Any]) -> None:
+def same_length(**arrays: Sequence[Any]) -> None:
     lengths = {name: len(values) for name, values in arrays.items()}
     if len(set(lengths.values())) > 1:
         raise SaefeaturesError(f"inputs differ in length: {lengths}")
 
 
-def _symmetric_limit(values: np.ndarray) -> float:
+def symmetric_limit(values: np.ndarray) -> float:
     """Half-width of a colour range centred on 0, so 0 always maps to white."""
     return float(np.max(np.abs(values), initial=0.0)) or 1.0
 
@@ -81,7 +84,7 @@ def r_by_layer(rows: list[dict[str, Any]], title: str, stem: Path) -> list[Path]
     interactive.update_layout(
         title=title, xaxis_title="relative depth (layer / layers)", yaxis_title="Pearson r"
     )
-    return _write(figure, interactive, stem)
+    return write(figure, interactive, stem)
 
 
 def _band(series: dict[str, np.ndarray], color: str, rating: str) -> go.Scatter:
@@ -125,9 +128,9 @@ def pca_scatter(
     axis_labels: tuple[str, str] = ("PC1", "PC2"),
 ) -> list[Path]:
     """Emotions on two PCs, coloured by human valence, to see whether a PC tracks it."""
-    _same_length(emotions=emotions, pc1=pc1, pc2=pc2, valence=valence)
+    same_length(emotions=emotions, pc1=pc1, pc2=pc2, valence=valence)
     valence = np.asarray(valence, dtype=float)
-    limit = _symmetric_limit(valence)
+    limit = symmetric_limit(valence)
     figure = Figure(figsize=(8, 7), layout="constrained")
     ax = figure.add_subplot()
     points = ax.scatter(
@@ -157,7 +160,7 @@ def pca_scatter(
         )
     )
     interactive.update_layout(title=title, xaxis_title=axis_labels[0], yaxis_title=axis_labels[1])
-    return _write(figure, interactive, stem)
+    return write(figure, interactive, stem)
 
 
 def cosine_heatmap(
@@ -165,7 +168,7 @@ def cosine_heatmap(
 ) -> list[Path]:
     """Cosine similarities ordered by valence, so a valence split shows as two blocks."""
     matrix = np.asarray(matrix, dtype=float)
-    _same_length(emotions=emotions, valence=valence)
+    same_length(emotions=emotions, valence=valence)
     if matrix.shape != (len(emotions), len(emotions)):
         raise SaefeaturesError(
             f"matrix must be {len(emotions)} x {len(emotions)}, got {matrix.shape}"
@@ -197,4 +200,4 @@ def cosine_heatmap(
         )
     )
     interactive.update_layout(title=title, yaxis_autorange="reversed")
-    return _write(figure, interactive, stem)
+    return write(figure, interactive, stem)

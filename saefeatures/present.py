@@ -10,6 +10,7 @@ from typing import Any
 
 import pyarrow as pa
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 FORMATS = ("table", "csv", "json")
@@ -32,9 +33,9 @@ def print_arrow(table: pa.Table, fmt: str = "table", title: str | None = None) -
 
 
 def print_rows(columns: list[str], rows: Iterable[Iterable[Any]], title: str | None = None) -> None:
-    view = Table(title=title, title_justify="left")
+    view = Table(title=escape(title) if title else None, title_justify="left")
     for column in columns:
-        view.add_column(column, overflow="fold")
+        view.add_column(escape(column), overflow="fold")
     for row in rows:
         view.add_row(*(_cell(value) for value in row))
     console.print(view)
@@ -46,5 +47,5 @@ def _cell(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.4g}"
     if isinstance(value, list) and len(value) > 6:
-        return f"[{len(value)} values]"
-    return str(value)
+        return escape(f"[{len(value)} values]")
+    return escape(str(value))  # data, not rich markup: "[[token]]" must print as it is

@@ -189,10 +189,17 @@ class Store:
 
     def replace(self, table: str, where: dict[str, Any], rows: pa.Table | dict[str, Any]) -> int:
         """Delete the rows matching `where` and insert `rows`, in one transaction."""
-        clause = " AND ".join(f'"{column}" = ?' for column in where)
+        return self.replace_all([(table, where, rows)])
+
+    def replace_all(self, changes: list[tuple[str, dict[str, Any], pa.Table | dict]]) -> int:
+        """Several (table, where, rows) replacements as one transaction: all land or none."""
+        inserted = 0
         with self.transaction():
-            self.con.execute(f'DELETE FROM "{table}" WHERE {clause}', list(where.values()))
-            return self.insert(table, rows)
+            for table, where, rows in changes:
+                clause = " AND ".join(f'"{column}" = ?' for column in where)
+                self.con.execute(f'DELETE FROM "{table}" WHERE {clause}', list(where.values()))
+                inserted += self.insert(table, rows)
+        return inserted
 
     @contextmanager
     def run(self, command: str, config: dict[str, Any]) -> Iterator[str]:

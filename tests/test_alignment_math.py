@@ -129,6 +129,20 @@ def test_omp_r2_and_coefficients_agree_with_a_direct_reconstruction(sparse_combi
     assert result.r2[-1] == pytest.approx(1 - residual @ residual / (vector @ vector), abs=1e-10)
 
 
+def test_random_set_r2_equals_direct_least_squares_on_the_same_sets() -> None:
+    rng_data = np.random.default_rng(21)
+    vector, decoder = rng_data.standard_normal(D), random_decoder(5)
+    baseline = am.random_set_r2(vector, decoder, k_max=6, n_sets=4, seed=9)
+    rng, direct = np.random.default_rng(9), np.zeros(6)
+    for _ in range(4):
+        chosen = rng.choice(len(decoder), size=6, replace=False)
+        for k in range(1, 7):
+            columns = unit(decoder[chosen[:k]]).T
+            residual = vector - columns @ np.linalg.lstsq(columns, vector, rcond=None)[0]
+            direct[k - 1] += (1 - residual @ residual / (vector @ vector)) / 4
+    np.testing.assert_allclose(baseline, direct, atol=1e-10)
+
+
 def test_random_sets_explain_far_less_than_omp(sparse_combination) -> None:
     vector, decoder, _, _ = sparse_combination
     baseline = am.random_set_r2(vector, decoder, k_max=32, n_sets=20)
@@ -188,22 +202,17 @@ def test_mean_difference_matches_a_direct_computation() -> None:
     np.testing.assert_allclose(am.mean_difference(activations, labels), expected, atol=1e-12)
 
 
-def test_ranking_agreement_on_hand_made_lists() -> None:
-    same = am.ranking_agreement(list(range(10)), np.arange(10), k=10)
-    assert same == {"overlap": 1.0, "spearman": pytest.approx(1.0)}
-    disjoint = am.ranking_agreement(range(10), range(100, 110), k=10)
-    assert disjoint["overlap"] == 0.0
-    assert disjoint["spearman"] < 0
-    # Union {1, 2, 3, 4}: ranks (1, 2, 3, 4) vs (2, 1, 4, 3); rho = 1 - 6*4 / (4*15) = 0.6.
-    partial = am.ranking_agreement([1, 2, 3, 9], [2, 1, 4], k=3)
-    assert partial == {"overlap": pytest.approx(2 / 3), "spearman": pytest.approx(0.6)}
+def test_top_overlap_on_hand_made_lists() -> None:
+    assert am.top_overlap(list(range(10)), np.arange(10)[::-1], k=10) == 1.0
+    assert am.top_overlap(range(10), range(100, 110), k=10) == 0.0
+    assert am.top_overlap([1, 2, 3, 9], [2, 1, 4], k=3) == pytest.approx(2 / 3)
 
 
-def test_ranking_agreement_rejects_short_or_repeated_lists() -> None:
+def test_top_overlap_rejects_short_or_repeated_lists() -> None:
     with pytest.raises(SaefeaturesError, match="fewer than k"):
-        am.ranking_agreement([1, 2, 3], [1, 2, 3], k=5)
+        am.top_overlap([1, 2], [1, 2, 3], k=3)
     with pytest.raises(SaefeaturesError, match="repeats"):
-        am.ranking_agreement([1, 1, 2], [1, 2, 3], k=3)
+        am.top_overlap([1, 1, 2], [1, 2, 3], k=3)
 
 
 def test_logistic_probe_separates_linearly_separable_data() -> None:
@@ -228,3 +237,16 @@ def test_logistic_probe_uses_fewer_folds_for_a_small_class() -> None:
     assert am.logistic_probe_auroc(X, labels, folds=5) > 0.9
     with pytest.raises(SaefeaturesError, match="at least 2"):
         am.logistic_probe_auroc(X, np.arange(60) == 0)
+
+
+def test_shuffled_label_null_sits_below_a_real_planted_contrast() -> None:
+    """Passages of emotion 0 are shifted along a direction the decoder contains."""
+    rng = np.random.default_rng(3)
+    decoder = random_decoder(4)
+    labels = np.repeat(np.arange(5), 20)
+    means = rng.standard_normal((100, D))
+    means[labels == 0] += 3 * unit(decoder[:1])[0]
+    null = am.shuffled_label_null_max_cos(means, labels, decoder, n_shuffles=50, seed=1)
+    assert null == am.shuffled_label_null_max_cos(means, labels, decoder, n_shuffles=50, seed=1)
+    real = means[labels == 0].mean(0) - np.mean([means[labels == e].mean(0) for e in range(5)], 0)
+    assert np.abs(am.decoder_cosines(real, decoder)).max() > 0.8 > null > 0

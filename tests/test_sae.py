@@ -18,6 +18,7 @@ from saefeatures.sae import api, loading, metrics, text, training
 from saefeatures.sae import config as sae_config
 from saefeatures.sae.evaluation import Target, evaluate_saes
 from saefeatures.store import Store
+from tests.tiny import save_sae
 
 DATASET = str(project_data("corpora") / "templates.jsonl")
 
@@ -424,20 +425,11 @@ def test_unknown_key_in_a_config_file(tmp_path):
         sae_config.load(str(path), "x")
 
 
-def _saelens_dir(folder: Path, d_in: int, hook: str) -> Path:
-    from sae_lens.saes import TopKSAE, TopKSAEConfig
-
-    sae = TopKSAE(TopKSAEConfig(d_in=d_in, d_sae=32, k=4))
-    sae.cfg.metadata.hook_name = hook
-    sae.save_model(str(folder))
-    return folder
-
-
 def test_bad_sae_folders_are_refused(tiny_llama_dir, tmp_path):
     db = tmp_path / "w.duckdb"
-    wide = _saelens_dir(tmp_path / "wide", 128, "blocks.1.hook_resid_post")
-    no_hook = _saelens_dir(tmp_path / "nohook", 64, "blocks.1.hook_nonexistent")
-    corrupt = _saelens_dir(tmp_path / "corrupt", 64, "blocks.1.hook_resid_post")
+    wide = save_sae(tmp_path / "wide", "blocks.1.hook_resid_post", 128)
+    no_hook = save_sae(tmp_path / "nohook", "blocks.1.hook_nonexistent", 64)
+    corrupt = save_sae(tmp_path / "corrupt", "blocks.1.hook_resid_post", 64)
     (corrupt / "sae_weights.safetensors").write_bytes(b"\x00garbage" * 10)
     cases = [
         (wide, "d_in is 128"),

@@ -10,6 +10,7 @@ import pytest
 from saefeatures.config import project_data
 from saefeatures.store import Store
 from tests.conftest import assert_user_error, run_cli
+from tests.tiny import save_sae
 
 DATASET = str(project_data("corpora") / "templates.jsonl")
 
@@ -24,27 +25,6 @@ def env(tmp_path) -> dict[str, str]:
     with Store(db) as store, store.run("seed", {}):
         pass
     return {"SAEFEATURES_DB": str(db), "SAEFEATURES_OUT": str(tmp_path / "out")}
-
-
-def _saelens_dir(folder: Path, d_in: int, hook: str) -> Path:
-    from safetensors.torch import save_file
-
-    folder.mkdir()
-    import json
-
-    cfg = {"architecture": "topk", "d_in": d_in, "d_sae": 32, "k": 4, "dtype": "float32",
-           "device": "cpu", "apply_b_dec_to_input": True, "normalize_activations": "none",
-           "reshape_activations": "none", "rescale_acts_by_decoder_norm": False,
-           "metadata": {"hook_name": hook, "sae_lens_version": "6.54.12"}}  # fmt: skip
-    (folder / "cfg.json").write_text(json.dumps(cfg))
-    import torch
-
-    save_file(
-        {"W_enc": torch.zeros(d_in, 32), "b_enc": torch.zeros(32),
-         "W_dec": torch.zeros(32, d_in), "b_dec": torch.zeros(d_in)},
-        str(folder / "sae_weights.safetensors"),
-    )  # fmt: skip
-    return folder
 
 
 def test_train_list_evaluate(env, tiny_llama_dir):
@@ -91,9 +71,9 @@ def test_config_with_an_unknown_key(env, tiny_llama_dir, tmp_path):
 
 
 def test_bad_sae_folders(env, tiny_llama_dir, tmp_path):
-    wide = _saelens_dir(tmp_path / "wide", 128, "blocks.1.hook_resid_post")
-    no_hook = _saelens_dir(tmp_path / "nohook", 64, "blocks.1.hook_nothing")
-    corrupt = _saelens_dir(tmp_path / "corrupt", 64, "blocks.1.hook_resid_post")
+    wide = save_sae(tmp_path / "wide", "blocks.1.hook_resid_post", 128)
+    no_hook = save_sae(tmp_path / "nohook", "blocks.1.hook_nothing", 64)
+    corrupt = save_sae(tmp_path / "corrupt", "blocks.1.hook_resid_post", 64)
     (corrupt / "sae_weights.safetensors").write_bytes(b"not a safetensors file")
     db = Path(env["SAEFEATURES_DB"])
     before = _digest(db)

@@ -38,7 +38,12 @@ CHAT_TEMPLATE = (
 
 
 def save_tiny(
-    kind: str, directory: Path, n_layers: int = 4, seed: int = 0, chat: bool = False
+    kind: str,
+    directory: Path,
+    n_layers: int = 4,
+    seed: int = 0,
+    chat: bool = False,
+    hidden: int = 64,
 ) -> Path:
     """Write a tiny `llama` or `gemma3` model plus tokenizer (optionally with a chat template)."""
     tokenizer = byte_tokenizer()
@@ -46,8 +51,8 @@ def save_tiny(
         tokenizer.chat_template = CHAT_TEMPLATE
     common = {
         "vocab_size": len(tokenizer),
-        "hidden_size": 64,
-        "intermediate_size": 128,
+        "hidden_size": hidden,
+        "intermediate_size": 2 * hidden,
         "num_hidden_layers": n_layers,
         "num_attention_heads": 4,
         "max_position_embeddings": 256,
@@ -66,3 +71,26 @@ def save_tiny(
     model.save_pretrained(directory)
     tokenizer.save_pretrained(directory)
     return directory
+
+
+def save_sae(
+    folder: Path,
+    hook: str,
+    d_in: int,
+    d_sae: int = 32,
+    k: int | None = 4,
+    weights: dict[str, torch.Tensor] | None = None,
+) -> Path:
+    """An SAE saved by SAELens itself: TopK when `k` is given, else standard ReLU."""
+    from sae_lens.saes import StandardSAE, StandardSAEConfig, TopKSAE, TopKSAEConfig
+
+    if k is None:
+        sae = StandardSAE(StandardSAEConfig(d_in=d_in, d_sae=d_sae))
+    else:
+        sae = TopKSAE(TopKSAEConfig(d_in=d_in, d_sae=d_sae, k=k))
+    with torch.no_grad():
+        for name, value in (weights or {}).items():
+            getattr(sae, name).copy_(value)
+    sae.cfg.metadata.hook_name = hook
+    sae.save_model(str(folder))
+    return folder
