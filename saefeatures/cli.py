@@ -486,6 +486,50 @@ def align_command(
     present.print_rows(["fact", "value"], summary.items(), title="alignment")
 
 
+@app.command("steer")
+def steer_command(
+    model: ModelOption = DEFAULT_MODEL,
+    layer: Annotated[int | None, typer.Option("--layer", help="Default: a third of the depth.")] = (
+        None
+    ),
+    level: Annotated[str, typer.Option("--level", help="direction, features or both.")] = "both",
+    emotions: Annotated[str, typer.Option("--emotions", help="Steering and target words.")] = (
+        "happy,sad,angry,afraid,calm,proud,loving,disgusted"
+    ),
+    scales: Annotated[
+        str, typer.Option("--scales", help="Comma-separated, x the layer's mean residual norm.")
+    ] = "0.05,0.1,0.2,0.4",
+    gen_scale: Annotated[
+        float, typer.Option("--gen-scale", help="Scale of the generations.")
+    ] = 0.1,
+    corpus: CorpusOption = "templates",
+    method: Annotated[str, typer.Option("--method", help="denoised or raw vectors.")] = "denoised",
+    sae_id: SaeOption = None,
+    gen_tokens: Annotated[int, typer.Option("--gen-tokens", help="Tokens per generation.")] = 24,
+    dtype: DtypeOption = "bfloat16",
+    device: DeviceOption = "cpu",
+    db: DbOption = DEFAULT_DB,
+    out: OutOption = DEFAULT_OUT,
+) -> None:
+    """Steer with emotion directions and their aligned SAE features; score words and text."""
+    from saefeatures import steering
+
+    options = steering.SteerOptions(
+        model, layer, level, emotions, scales, gen_scale, corpus, method, sae_id, gen_tokens,
+        dtype, device,
+    )  # fmt: skip
+    with pipeline.Workspace(db, out).open_store() as store:
+        result = steering.steer(store, out, options)
+    summary = steering.summarize(result["rows"])
+    present.print_rows(list(summary[0]), (row.values() for row in summary),
+                       title=f"steering {result['model']} at layer {result['layer']}")  # fmt: skip
+    examples = steering.examples(result["rows"])
+    present.print_rows(["level", "emotion", "valence (words)", "valence (axis)", "generation"],
+                       examples, title="generations under steering")  # fmt: skip
+    print(f"mean residual norm at layer {result['layer']}: {result['norm']:.2f}")
+    print("figures: " + ", ".join(result["figures"]))
+
+
 @app.command("umap")
 def umap_command(
     layer: LayerOption,

@@ -167,6 +167,20 @@ def cosine_heatmap(
     emotions: list[str], matrix: np.ndarray, valence: Sequence[float], title: str, stem: Path
 ) -> list[Path]:
     """Cosine similarities ordered by valence, so a valence split shows as two blocks."""
+    return emotion_heatmap(emotions, matrix, valence, title, stem, "cosine similarity", 1.0)
+
+
+def emotion_heatmap(
+    emotions: list[str],
+    matrix: np.ndarray,
+    valence: Sequence[float],
+    title: str,
+    stem: Path,
+    label: str,
+    limit: float | None = None,
+) -> list[Path]:
+    """An emotions x emotions matrix (rows and columns in the same order), both axes
+    ordered by valence; colours centred on 0, from -limit to limit (default: the data's)."""
     matrix = np.asarray(matrix, dtype=float)
     same_length(emotions=emotions, valence=valence)
     if matrix.shape != (len(emotions), len(emotions)):
@@ -175,29 +189,77 @@ def cosine_heatmap(
         )
     if len(set(emotions)) != len(emotions):
         raise SaefeaturesError("emotion labels must be unique: the heatmap axes are categorical")
+    limit = limit or symmetric_limit(matrix)
     order = valence_order(valence)
     labels = [emotions[i] for i in order]
     ordered = matrix[np.ix_(order, order)]
     side = max(6.0, 0.16 * len(labels) + 2.5)
     figure = Figure(figsize=(side + 1, side), layout="constrained")
     ax = figure.add_subplot()
-    image = ax.imshow(ordered, cmap=DIVERGING_CMAP, vmin=-1, vmax=1)
+    image = ax.imshow(ordered, cmap=DIVERGING_CMAP, vmin=-limit, vmax=limit)
     ticks = np.arange(len(labels))
     ax.set_xticks(ticks, labels, rotation=90, fontsize=7)
     ax.set_yticks(ticks, labels, fontsize=7)
     ax.set_title(title)
-    figure.colorbar(image, ax=ax, label="cosine similarity", shrink=0.8)
+    figure.colorbar(image, ax=ax, label=label, shrink=0.8)
     interactive = go.Figure(
         go.Heatmap(
             z=ordered,
             x=labels,
             y=labels,
-            zmin=-1,
-            zmax=1,
+            zmin=-limit,
+            zmax=limit,
             colorscale=DIVERGING_SCALE,
-            colorbar={"title": {"text": "cosine"}},
-            hovertemplate="%{y} · %{x}<br>cosine = %{z:.3f}<extra></extra>",
+            colorbar={"title": {"text": label}},
+            hovertemplate=f"%{{y}} · %{{x}}<br>{label} = %{{z:.3f}}<extra></extra>",
         )
     )
     interactive.update_layout(title=title, yaxis_autorange="reversed")
+    return write(figure, interactive, stem)
+
+
+def grouped_bars(
+    categories: list[str], series: dict[str, Sequence[float]], title: str, ylabel: str, stem: Path
+) -> list[Path]:
+    """One bar per category and series, side by side: e.g. an effect per emotion and level."""
+    for name, values in series.items():
+        same_length(categories=categories, **{name: values})
+    figure = Figure(figsize=(max(6.0, 0.5 * len(categories) * len(series) + 2), 4.5),
+                    layout="constrained")  # fmt: skip
+    ax = figure.add_subplot()
+    width = 0.8 / max(len(series), 1)
+    positions = np.arange(len(categories))
+    interactive = go.Figure()
+    for i, (name, values) in enumerate(series.items()):
+        ax.bar(positions + (i - (len(series) - 1) / 2) * width, values, width, label=name)
+        interactive.add_trace(go.Bar(x=categories, y=list(values), name=name))
+    ax.axhline(0, color="grey", linewidth=0.8)
+    ax.set_xticks(positions, categories, rotation=45, ha="right")
+    ax.set(ylabel=ylabel, title=title)
+    ax.legend(fontsize=8)
+    interactive.update_layout(title=title, yaxis_title=ylabel, barmode="group")
+    return write(figure, interactive, stem)
+
+
+def lines(
+    x: Sequence[float],
+    series: dict[str, Sequence[float]],
+    title: str,
+    labels: tuple[str, str],
+    stem: Path,
+) -> list[Path]:
+    """Several y series over one x, e.g. an effect against the steering scale."""
+    for name, values in series.items():
+        same_length(x=x, **{name: values})
+    figure = Figure(figsize=(7, 4.5), layout="constrained")
+    ax = figure.add_subplot()
+    interactive = go.Figure()
+    for name, values in series.items():
+        ax.plot(x, values, marker="o", label=name)
+        interactive.add_trace(go.Scatter(x=list(x), y=list(values), mode="lines+markers",
+                                         name=name))  # fmt: skip
+    ax.axhline(0, color="grey", linewidth=0.8)
+    ax.set(xlabel=labels[0], ylabel=labels[1], title=title)
+    ax.legend(fontsize=7, ncol=2)
+    interactive.update_layout(title=title, xaxis_title=labels[0], yaxis_title=labels[1])
     return write(figure, interactive, stem)

@@ -1,0 +1,363 @@
+"""Steering at both levels: does adding an emotion's direction, or its aligned SAE
+features, make the model say that emotion, and write with that valence?
+
+The replication's test: "How does he feel?" answered with "He feels" (chat-formatted
+for instruct models, plain text for base models), and for each steering emotion, scale
+and target emotion word, the change in the word's log-probability (all of its tokens,
+teacher-forced) against the unsteered model. The feature level adds the emotion's top-k
+features by decoder cosine, weighted by their cosines, pushed as hard as the direction:
+the added vector has the same norm at the same scale. Free generations under steering
+are scored for valence without a model (the VADER word ratings) and with the project's
+own valence axis (PC1 of the emotion vectors, read by the unsteered model).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import torch
+
+from saefeatures import activations, corpora, interventions, lexicon, models, plots, stats
+from saefeatures.alignment import saes_at
+from saefeatures.config import DEFAULT_MODEL
+from saefeatures.errors import SaefeaturesError
+from saefeatures.geometry import read_vectors
+from saefeatures.sae import loading
+from saefeatures.store import Store
+
+QUESTION, ANSWER = "How does he feel?", "He feels"
+DEFAULT_EMOTIONS = "happy,sad,angry,afraid,calm,proud,loving,disgusted"
+LEVELS = ("direction", "features", "both")
+FEATURE_KS = (1, 5, 20)
+
+
+@dataclass(frozen=True)
+class SteerOptions:
+    model: str = DEFAULT_MODEL
+    layer: int | None = None  # None: a third of the depth
+    level: str = "both"
+    emotions: str = DEFAULT_EMOTIONS
+    scales: str = "0.05,0.1,0.2,0.4"  # in units of the layer's mean residual norm
+    gen_scale: float = 0.1  # generations run at this one scale
+    corpus: str = "templates"
+    method: str = "denoised"
+    sae: str | None = None
+    gen_tokens: int = 24
+    dtype: str = "bfloat16"
+    device: str = "cpu"
+
+
+@dataclass(frozen=True)
+class Lever:
+    """One way to steer towards an emotion: its direction, or its top-k features."""
+
+    level: str
+    emotion: str
+    k: int | None
+    make: Any  # scale -> interventions.Direction | interventions.Features
+
+
+def parse_scales(text: str) -> list[float]:
+    try:
+        scales = [interventions.check_scale(float(part)) for part in text.split(",") if part]
+    except ValueError:
+        raise SaefeaturesError(
+            f"cannot read scales {text!r}: give numbers like 0.25,0.5,1"
+        ) from None
+    if not scales:
+        raise SaefeaturesError("give at least one scale")
+    return scales
+
+
+# -- scoring ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class WordBatch:
+    """The prompt followed by each target word, right-padded: one row per word."""
+
+    ids: torch.Tensor
+    mask: torch.Tensor
+    spans: list[tuple[int, int]]  # the word's token positions in its row
+    prompt_length: int
+
+
+def word_batch(model: models.LoadedModel, prompt: str, words: list[str]) -> WordBatch:
+    prompt_ids = model.encode([prompt], chat_formatted=True)["input_ids"][0].cpu().tolist()
+    rows, spans = [], []
+    for word in words:
+        word_ids = model.tokenizer(" " + word, add_special_tokens=False)["input_ids"]
+        if not word_ids:
+            raise SaefeaturesError(f"the word {word!r} tokenizes to nothing")
+        spans.append((len(prompt_ids), len(prompt_ids) + len(word_ids)))
+        rows.append(prompt_ids + word_ids)
+    width = max(map(len, rows))
+    pad = model.tokenizer.pad_token_id or 0
+    ids = torch.tensor([row + [pad] * (width - len(row)) for row in rows])
+    mask = torch.tensor([[1] * len(row) + [0] * (width - len(row)) for row in rows])
+    return WordBatch(ids.to(model.device), mask.to(model.device), spans, len(prompt_ids))
+
+
+@torch.no_grad()
+def word_logprobs(model: models.LoadedModel, batch: WordBatch) -> np.ndarray:
+    """log P(word | prompt) for each row, summed over the word's tokens."""
+    logits = model.bridge(batch.ids, attention_mask=batch.mask).float()
+    logprobs = torch.log_softmax(logits, dim=-1)
+    return np.array([
+        sum(float(logprobs[row, position - 1, batch.ids[row, position]])
+            for position in range(start, end))
+        for row, (start, end) in enumerate(batch.spans)
+    ])  # fmt: skip
+
+
+@torch.no_grad()
+def generate(model: models.LoadedModel, prompt: str, tokens: int) -> list[int]:
+    """Greedy continuation, recomputed in full each step so hooks see every position."""
+    ids = model.encode([prompt], chat_formatted=True)["input_ids"]
+    start = ids.shape[1]
+    for _ in range(tokens):
+        following = model.bridge(ids)[0, -1].argmax()
+        if int(following) == model.tokenizer.eos_token_id:
+            break
+        ids = torch.cat([ids, following.view(1, 1)], dim=1)
+    return ids[0, start:].tolist()
+
+
+@torch.no_grad()
+def axis_projection(
+    model: models.LoadedModel, prompt: str, generated: list[int], layer: int, axis: np.ndarray
+) -> float:
+    """Mean residual of the generated tokens on the valence axis, read by the clean model."""
+    prompt_ids = model.encode([prompt], chat_formatted=True)["input_ids"]
+    if not generated:
+        return 0.0
+    ids = torch.cat([prompt_ids, torch.tensor([generated], device=prompt_ids.device)], dim=1)
+    batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+    residual = activations.harvest(model, batch, [layer])[layer][0, prompt_ids.shape[1] :]
+    return float(residual.float().mean(dim=0).cpu().numpy() @ axis)
+
+
+# -- inputs ----------------------------------------------------------------------------
+
+
+def _valence_axis(store: Store, model: str, options: SteerOptions, layer: int) -> np.ndarray:
+    """PC1 of all the emotion vectors at the layer, signed so that it grows with valence."""
+    vector_set = read_vectors(store, model, options.corpus, options.method)
+    ratings = corpora.load_ratings()
+    rated = [e for e in vector_set.emotions if e in ratings.valence]
+    if len(rated) < 3:
+        raise SaefeaturesError("the valence axis needs vectors of at least 3 rated emotions")
+    matrix = vector_set.vectors[[vector_set.emotions.index(e) for e in rated],
+                                vector_set.layers.index(layer)]  # fmt: skip
+    fitted = stats.pca(matrix, 1)
+    _, sign = stats.orient(fitted.scores[:, 0], np.array([ratings.valence[e] for e in rated]))
+    return sign * fitted.components[0]
+
+
+def _feature_levers(
+    store: Store, sae_row: dict, emotion: str, options: SteerOptions, norm: float, sae: Any
+) -> list[Lever]:
+    rows = store.query(
+        "SELECT feature, score FROM alignments WHERE sae_id = ? AND layer = ? AND corpus = ? "
+        "AND emotion = ? AND method = 'decoder_cosine' ORDER BY rank",
+        [sae_row["sae_id"], sae_row["layer"], options.corpus, emotion],
+    ).to_pylist()
+    if not rows:
+        raise SaefeaturesError(
+            f"no alignments for {emotion} with SAE {sae_row['sae_id']} on corpus {options.corpus}; "
+            f"run `saefeatures align --layer {sae_row['layer']} --corpus {options.corpus}` first"
+        )
+    decoder = sae.W_dec.detach().float()
+    levers = []
+    for k in FEATURE_KS:
+        chosen = rows[:k]
+        ids = [row["feature"] for row in chosen]
+        weights = torch.tensor([row["score"] for row in chosen])
+        length = float((weights @ decoder[ids]).norm())
+
+        def make(scale: float, ids=ids, weights=weights, length=length):
+            values = (weights * scale * norm / length).tolist()
+            return interventions.Features(sae, ids, values, "add")
+
+        levers.append(Lever("features", emotion, k, make))
+    return levers
+
+
+def _direction_lever(emotion: str, vector: np.ndarray, norm: float) -> Lever:
+    def make(scale: float):
+        return interventions.Direction(torch.tensor(vector), scale, norm)
+
+    return Lever("direction", emotion, None, make)
+
+
+# -- the stage -------------------------------------------------------------------------
+
+
+def steer(store: Store, out: Path, options: SteerOptions) -> dict[str, Any]:
+    """Steer with every emotion at every scale and level; score words and generations."""
+    models.check_options(options.dtype, options.device)
+    if options.level not in LEVELS:
+        raise SaefeaturesError(f"unknown level {options.level!r}; use one of {', '.join(LEVELS)}")
+    spec = models.resolve(options.model)
+    n_layers = models.shape_of(spec)["n_layers"]
+    layer = options.layer if options.layer is not None else round(n_layers / 3)
+    layer = activations.select_layers(str(layer), n_layers, spec.name)[0]
+    scales = parse_scales(options.scales)
+    emotions = corpora.emotion_list(options.emotions)
+    vector_set = read_vectors(store, spec.name, options.corpus, options.method)
+    missing = [e for e in emotions if e not in vector_set.emotions]
+    if missing or layer not in vector_set.layers:
+        raise SaefeaturesError(
+            f"no {options.method} vectors for {', '.join(missing) or f'layer {layer}'} in corpus "
+            f"{options.corpus}; make them with `saefeatures vectors --model {spec.name} "
+            f"--corpus {options.corpus}`"
+        )
+    vectors = {e: vector_set.vectors[vector_set.emotions.index(e), vector_set.layers.index(layer)]
+               for e in emotions}  # fmt: skip
+    axis = _valence_axis(store, spec.name, options, layer)
+    sae_row = (
+        saes_at(store, spec.name, layer, options.sae)[0] if options.level != "direction" else None
+    )
+    config = {**asdict(options), "model": spec.name, "layer": layer, "scales": scales,
+              "emotions": emotions, "sae": sae_row and sae_row["sae_id"]}  # fmt: skip
+    with store.run("steer", config) as run_id:
+        model = models.load(spec.name, dtype=options.dtype, device=options.device)
+        neutral = [p.text for p in corpora.read_corpus(store, "neutral")]
+        norm = interventions.mean_residual_norm(model, neutral, [layer])[layer]
+        levers = []
+        if options.level in ("direction", "both"):
+            levers += [_direction_lever(e, vectors[e], norm) for e in emotions]
+        if sae_row is not None:
+            sae = loading.read_saelens(Path(sae_row["path"]), options.device)
+            for emotion in emotions:
+                levers += _feature_levers(store, sae_row, emotion, options, norm, sae)
+        prompt = model.format_prompt(QUESTION, ANSWER)
+        batch = word_batch(model, prompt, emotions)
+        rows = _word_rows(model, batch, levers, layer, scales, emotions)
+        gen_scale = interventions.check_scale(options.gen_scale)
+        rows += _generation_rows(model, prompt, levers, layer, gen_scale, axis, options)
+        table = pa.Table.from_pylist(
+            [{"run_id": run_id, "model": spec.name, "layer": layer, **row} for row in rows]
+        )
+        store.replace_all([("steering_results", {"model": spec.name, "layer": layer}, table)])
+    figures = _figures(out / "steering" / spec.slug, spec.name, layer, rows, emotions, scales)
+    return {"run_id": run_id, "model": spec.name, "layer": layer, "norm": norm,
+            "sae": sae_row and sae_row["sae_id"], "rows": rows, "figures": figures}  # fmt: skip
+
+
+def _word_rows(model, batch, levers, layer, scales, emotions) -> list[dict[str, Any]]:
+    base = word_logprobs(model, batch)
+    rows = []
+    for lever in levers:
+        for scale in scales:
+            intervention = interventions.Intervention(layer, lever.make(scale))
+            with interventions.applied(model, [intervention]):
+                delta = word_logprobs(model, batch) - base
+            rows += [
+                {"level": lever.level, "emotion": lever.emotion, "target": target, "k": lever.k,
+                 "scale": scale, "metric": "delta_logprob", "value": float(value), "extra": None}
+                for target, value in zip(emotions, delta, strict=True)
+            ]  # fmt: skip
+    return rows
+
+
+def _generation_rows(model, prompt, levers, layer, scale, axis, options) -> list[dict[str, Any]]:
+    """One greedy generation per lever at one scale, plus the unsteered one."""
+    chosen = [lever for lever in levers if lever.k in (None, max(FEATURE_KS))]
+    runs = [("none", "none", None, 0.0, [])] + [
+        (lever.level, lever.emotion, lever.k, scale,
+         [interventions.Intervention(layer, lever.make(scale))])
+        for lever in chosen
+    ]  # fmt: skip
+    rows = []
+    for level, emotion, k, run_scale, steering in runs:
+        with interventions.applied(model, steering):
+            generated = generate(model, prompt, options.gen_tokens)
+        text = model.tokenizer.decode(generated, skip_special_tokens=True)
+        extra = json.dumps({"text": text})
+        for metric, value in (
+            ("generation_lexicon_valence", lexicon.text_valence(text)),
+            ("generation_axis_valence", axis_projection(model, prompt, generated, layer, axis)),
+        ):
+            rows.append(
+                {"level": level, "emotion": emotion, "target": None, "k": k, "scale": run_scale,
+                 "metric": metric, "value": value, "extra": extra}
+            )  # fmt: skip
+    return rows
+
+
+def _figures(folder, model, layer, rows, emotions, scales) -> list[str]:
+    """Self effect per level, cross-emotion heatmaps and effect by scale, from the rows."""
+    valence = [corpora.load_ratings().valence.get(e, 0.0) for e in emotions]
+    top = max(scales)
+    effect = {
+        (r["level"], r["k"], r["emotion"], r["target"], r["scale"]): r["value"]
+        for r in rows
+        if r["metric"] == "delta_logprob"
+    }
+    levels = sorted({key[:2] for key in effect}, key=lambda g: (g[0], g[1] or 0))
+    names = {g: g[0] if g[1] is None else f"top-{g[1]} features" for g in levels}
+    title = f"{model} · layer {layer}"
+    written = plots.grouped_bars(
+        emotions,
+        {names[g]: [effect[(*g, e, e, top)] for e in emotions] for g in levels},
+        f"{title}: self-steering effect at scale {top}",
+        "Δ log P(own word)",
+        folder / "self_effect",
+    )
+    for g in levels:
+        matrix = np.array([[effect[(*g, e, t, top)] for t in emotions] for e in emotions])
+        written += plots.emotion_heatmap(
+            emotions,
+            matrix,
+            valence,
+            f"{title}: {names[g]}, scale {top} (rows steer, columns are words)",
+            folder / f"cross_{names[g].replace(' ', '_')}",
+            "Δ log P(word)",
+        )
+    written += plots.lines(
+        scales,
+        {names[g]: [np.mean([effect[(*g, e, e, s)] for e in emotions]) for s in scales]
+         for g in levels},
+        f"{title}: mean self effect",
+        ("scale (x mean residual norm)", "mean Δ log P(own word)"),
+        folder / "effect_by_scale",
+    )  # fmt: skip
+    return [str(path) for path in written]
+
+
+def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per level and scale: mean self effect, mean effect on other words, and their gap."""
+    words = [r for r in rows if r["metric"] == "delta_logprob"]
+    groups = sorted({(r["level"], r["k"], r["scale"]) for r in words},
+                    key=lambda g: (g[0], g[1] or 0, g[2]))  # fmt: skip
+    summary = []
+    for level, k, scale in groups:
+        chosen = [r for r in words if (r["level"], r["k"], r["scale"]) == (level, k, scale)]
+        own = [r["value"] for r in chosen if r["emotion"] == r["target"]]
+        other = [r["value"] for r in chosen if r["emotion"] != r["target"]]
+        summary.append({"level": level if k is None else f"top-{k} features", "scale": scale,
+                        "self Δ log P": np.mean(own), "other words Δ log P": np.mean(other),
+                        "specificity": np.mean(own) - np.mean(other)})  # fmt: skip
+    return summary
+
+
+def examples(rows: list[dict[str, Any]]) -> list[list[Any]]:
+    """Each generation with its two valence scores, one line per steering run."""
+    valence = {}
+    for r in rows:
+        if r["metric"].startswith("generation_"):
+            key = (r["level"] if r["k"] is None else f"top-{r['k']} features", r["emotion"])
+            valence.setdefault(key, {"text": json.loads(r["extra"])["text"]})[r["metric"]] = r[
+                "value"
+            ]
+    return [
+        [level, emotion, v["generation_lexicon_valence"], v["generation_axis_valence"],
+         v["text"].strip().replace("\n", " ")]
+        for (level, emotion), v in valence.items()
+    ]  # fmt: skip

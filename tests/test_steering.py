@@ -1,0 +1,139 @@
+"""Interventions (direction and SAE features) and the steering stage on tiny models."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+import torch
+
+from saefeatures import interventions, models, steering
+from saefeatures.errors import SaefeaturesError
+from saefeatures.sae import loading
+from saefeatures.store import Store
+from tests.conftest import assert_user_error, run_cli
+from tests.tiny import save_sae
+
+LAYER = 2
+HOOK = f"blocks.{LAYER}.hook_resid_post"
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_llama_dir) -> models.LoadedModel:
+    return models.load(str(tiny_llama_dir))
+
+
+@pytest.fixture(scope="module")
+def sae(tmp_path_factory):
+    folder = save_sae(tmp_path_factory.mktemp("sae") / "sae", HOOK, 64, d_sae=48, k=6)
+    return loading.read_saelens(folder, "cpu")
+
+
+def _logits(model, ids, edits=()) -> torch.Tensor:
+    with interventions.applied(model, list(edits)), torch.no_grad():
+        return model.bridge(ids).float()
+
+
+IDS = torch.tensor([[5, 60, 61, 62, 70, 71, 80, 81, 82, 83]])
+
+
+@pytest.mark.parametrize("mode", ["add", "clamp"])
+def test_an_empty_feature_intervention_is_the_clean_model(tiny, sae, mode):
+    empty = interventions.Intervention(LAYER, interventions.Features(sae, [], [], mode))
+    clean = _logits(tiny, IDS)
+    assert (_logits(tiny, IDS, [empty]) - clean).abs().max() <= 1e-5
+    # Without the error term the SAE's reconstruction loss would change the output.
+    x = torch.randn(2, 3, 64)
+    assert (sae.decode(sae.encode(x)) - x).abs().max() > 1e-2
+
+
+def test_adding_a_feature_adds_its_decoder_row(sae):
+    x = torch.randn(2, 5, 64)
+    edit = interventions.Features(sae, [3, 7], [1.5, -0.5], "add")
+    expected = x + 1.5 * sae.W_dec[3] - 0.5 * sae.W_dec[7]
+    torch.testing.assert_close(edit.edit(x), expected, atol=1e-5, rtol=0)
+
+
+def test_clamp_sets_the_feature_activation(sae):
+    x = torch.randn(1, 4, 64)
+    edited = interventions.Features(sae, [5], [9.0], "clamp").edit(x)
+    # The edited residual's own encoding may differ (TopK), but the reconstruction moved
+    # by exactly (9 - old activation) x decoder row.
+    old = sae.encode(x)[..., 5]
+    torch.testing.assert_close(edited - x, (9.0 - old)[..., None] * sae.W_dec[5], atol=1e-4, rtol=0)
+
+
+def test_direction_push_has_the_requested_length_on_chosen_positions():
+    residual = torch.zeros(1, 6, 8)
+    direction = interventions.Direction(torch.ones(8) * 3, scale=0.5, norm=4.0)
+    prompt_only = interventions.Intervention(1, direction, positions="prompt", prompt_length=4)
+    pushed = prompt_only.hook(residual)
+    assert torch.allclose(pushed[0, :4].norm(dim=-1), torch.full((4,), 2.0))
+    assert pushed[0, 4:].abs().max() == 0
+    generated = interventions.Intervention(1, direction, positions="generated", prompt_length=4)
+    assert generated.hook(residual)[0, :4].abs().max() == 0
+
+
+def test_a_planted_direction_raises_its_word(tiny):
+    """Pushing the last layer along a token's unembedding raises the word that ends in it."""
+    prompt = tiny.format_prompt(steering.QUESTION, steering.ANSWER)
+    batch = steering.word_batch(tiny, prompt, ["x", "q"])
+    target = tiny.tokenizer(" x", add_special_tokens=False)["input_ids"][-1]
+    unembed = tiny.hf_model.get_output_embeddings().weight[target].detach()
+    base = steering.word_logprobs(tiny, batch)
+    push = interventions.Intervention(3, interventions.Direction(unembed, 2.0, 10.0))
+    with interventions.applied(tiny, [push]):
+        delta = steering.word_logprobs(tiny, batch) - base
+    assert delta[0] > 1.0 and delta[0] > delta[1] + 1.0
+
+
+def test_word_logprobs_equal_a_direct_computation(tiny):
+    prompt = tiny.format_prompt(steering.QUESTION, steering.ANSWER)
+    batch = steering.word_batch(tiny, prompt, ["calm", "ok"])
+    for row, word in enumerate(["calm", "ok"]):
+        ids = tiny.encode([prompt + " " + word])["input_ids"]
+        logprobs = torch.log_softmax(_logits(tiny, ids), dim=-1)[0]
+        start = ids.shape[1] - len(
+            tiny.tokenizer(" " + word, add_special_tokens=False)["input_ids"]
+        )
+        direct = sum(float(logprobs[p - 1, ids[0, p]]) for p in range(start, ids.shape[1]))
+        assert steering.word_logprobs(tiny, batch)[row] == pytest.approx(direct, abs=1e-4)
+
+
+def test_scales_must_be_finite():
+    assert steering.parse_scales("0.1,1") == [0.1, 1.0]
+    for text in ("nan", "0.1,inf", "x", ""):
+        with pytest.raises(SaefeaturesError):
+            steering.parse_scales(text)
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_steer_through_the_cli(tmp_path, tiny_llama_dir):
+    env = {"SAEFEATURES_DB": str(tmp_path / "w.duckdb"), "SAEFEATURES_OUT": str(tmp_path / "o")}
+    model = ("--model", str(tiny_llama_dir))
+    emotions = ("--emotions", "happy,sad,calm")
+    made = run_cli("vectors", *model, *emotions, "--layers", "1,2", "--offset", "10", env=env)
+    assert made.code == 0, made.stderr
+    args = ("steer", *model, *emotions, "--layer", "2", "--scales", "0.1,0.2", "--gen-tokens", "3")
+    result = run_cli(*args, "--level", "direction", env=env)
+    assert result.code == 0, result.stderr
+    with Store(tmp_path / "w.duckdb", read_only=True) as store:
+        counts = store.query(
+            "SELECT metric, count(*) AS n FROM steering_results GROUP BY metric ORDER BY metric"
+        ).to_pylist()
+    assert counts == [
+        {"metric": "delta_logprob", "n": 3 * 2 * 3},  # steering emotions x scales x words
+        {"metric": "generation_axis_valence", "n": 4},  # unsteered + 3 emotions
+        {"metric": "generation_lexicon_valence", "n": 4},
+    ]
+    assert len(list((tmp_path / "o" / "steering").rglob("*.html"))) == 3
+    before = _digest(tmp_path / "w.duckdb")
+    assert_user_error(run_cli(*args, "--scales", "0.1,nan", env=env), "finite")
+    assert_user_error(run_cli(*args, "--level", "features", env=env), "no SAE for", "train")
+    assert_user_error(run_cli(*args, "--level", "sideways", env=env), "unknown level")
+    assert_user_error(run_cli(*args, "--layer", "7", env=env), "out of range")
+    assert _digest(tmp_path / "w.duckdb") == before
