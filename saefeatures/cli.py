@@ -530,6 +530,54 @@ def steer_command(
     print("figures: " + ", ".join(result["figures"]))
 
 
+@app.command("compare")
+def compare_command(
+    models_list: Annotated[
+        str | None, typer.Option("--models", help="e.g. a,b; default: every model in the store.")
+    ] = None,
+    corpus: CorpusOption = "templates",
+    db: DbOption = DEFAULT_DB,
+    out: OutOption = DEFAULT_OUT,
+) -> None:
+    """Direction vs features and model vs model, from the store only."""
+    from saefeatures import compare
+
+    with pipeline.Workspace(db, out).open_store() as store:
+        result = compare.compare(store, out, compare.CompareOptions(models_list, corpus))
+    columns = ["kind", "model", "other_model", "layer", "metric", "direction_value",
+               "feature_value", "extra"]  # fmt: skip
+    present.print_rows(columns, ([row[c] for c in columns] for row in result["rows"]),
+                       title="comparisons")  # fmt: skip
+    if result["figures"]:
+        print("figures: " + ", ".join(result["figures"]))
+
+
+@app.command("export")
+def export_command(
+    to: Annotated[Path, typer.Option("--to", help="A new folder for the Parquet files.")],
+    db: DbOption = DEFAULT_DB,
+) -> None:
+    """Every table as Parquet, partitioned by model and layer, for other engines and machines."""
+    from saefeatures import exchange
+
+    with pipeline.Workspace(db, DEFAULT_OUT).open_store() as store:
+        written = exchange.export(store, to)
+    present.print_rows(["table", "rows"], written.items(), title=f"exported to {to}")
+
+
+@app.command("import-results")
+def import_results_command(
+    folder: Annotated[Path, typer.Argument(help="A folder written by `saefeatures export`.")],
+    db: DbOption = DEFAULT_DB,
+) -> None:
+    """Merge exported results (e.g. from other machines) into this store, without duplicates."""
+    from saefeatures import exchange
+
+    with pipeline.Workspace(db, DEFAULT_OUT).open_store() as store:
+        added = exchange.import_results(store, folder)
+    present.print_rows(["table", "rows added"], added.items(), title=f"merged {folder}")
+
+
 @app.command("umap")
 def umap_command(
     layer: LayerOption,

@@ -1,0 +1,171 @@
+"""Comparisons across levels and models, computed from the store only.
+
+- Levels (per model and layer): the steering self effect of an emotion's direction
+  against its top-k aligned features at the same push, and their specificity.
+- Models (per pair): profiles by relative depth, so models of different depth line up:
+  PC1-valence r of the geometry (how alike the two curves are, and where each peaks),
+  the patching peak depth per condition, and the steering self effect of the direction.
+
+Rows go to `comparisons`: for levels, `direction_value` and `feature_value` are the two
+levels' values; for model pairs, `direction_value` is the first model's value and
+`extra.other_value` the second's (the profile correlation has a single value).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from itertools import combinations
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from saefeatures import models, plots, stats
+from saefeatures.errors import SaefeaturesError
+from saefeatures.store import Store
+
+DEPTHS = np.linspace(0, 1, 21)  # the common grid that depth profiles are resampled onto
+
+
+@dataclass(frozen=True)
+class CompareOptions:
+    models: str | None = None  # comma-separated; None: every model with results
+    corpus: str = "templates"  # the corpus whose geometry is compared
+
+
+def _model_names(store: Store, text: str | None) -> list[str]:
+    stored = store.query(
+        "SELECT DISTINCT model FROM (SELECT model FROM geometry UNION ALL SELECT model FROM "
+        "steering_results UNION ALL SELECT model FROM patching_results) ORDER BY model"
+    )["model"].to_pylist()
+    if text is None:
+        return stored
+    names = [models.resolve(part.strip()).name for part in text.split(",") if part.strip()]
+    missing = [name for name in names if name not in stored]
+    if missing:
+        raise SaefeaturesError(
+            f"no results for {', '.join(missing)} in the store (it has: "
+            f"{', '.join(stored) or 'none'}); run `saefeatures run --model NAME` first"
+        )
+    return names
+
+
+def level_rows(store: Store, model: str) -> list[dict[str, Any]]:
+    """Direction vs top-k features: mean self effect and specificity per layer, k, scale."""
+    words = store.query(
+        "SELECT layer, level, k, scale, avg(value) FILTER (WHERE emotion = target) AS own, "
+        "avg(value) FILTER (WHERE emotion <> target) AS other FROM steering_results "
+        "WHERE model = ? AND metric = 'delta_logprob' GROUP BY ALL ORDER BY ALL",
+        [model],
+    ).to_pylist()
+    direction = {(r["layer"], r["scale"]): r for r in words if r["level"] == "direction"}
+    rows = []
+    for r in words:
+        base = direction.get((r["layer"], r["scale"]))
+        if r["level"] != "features" or base is None:
+            continue
+        for metric, pick in (("self_effect", lambda x: x["own"]),
+                             ("specificity", lambda x: x["own"] - x["other"])):  # fmt: skip
+            rows.append({
+                "kind": "levels", "model": model, "other_model": None, "layer": r["layer"],
+                "metric": f"steering_{metric}@k={r['k']},scale={r['scale']:g}",
+                "direction_value": pick(base), "feature_value": pick(r), "extra": None,
+            })  # fmt: skip
+    return rows
+
+
+def depth_profile(store: Store, model: str, corpus: str) -> tuple[np.ndarray, np.ndarray] | None:
+    """PC1-valence r of the denoised vectors by relative depth, or None without geometry."""
+    table = store.query(
+        "SELECT rel_depth, pearson_r FROM geometry WHERE model = ? AND corpus = ? "
+        "AND method = 'denoised' AND component = 'PC1' ORDER BY rel_depth",
+        [model, corpus],
+    )
+    if table.num_rows < 2:
+        return None
+    return np.asarray(table["rel_depth"]), np.asarray(table["pearson_r"])
+
+
+def patching_peaks(store: Store, model: str) -> dict[str, float]:
+    """Mean relative depth of each prompt's peak residual-patching layer, per condition."""
+    rows = store.query(
+        "SELECT condition, avg(peak) AS depth FROM (SELECT pair_id, condition, "
+        "arg_max(layer, normalized) AS peak FROM patching_results WHERE model = ? "
+        "AND level = 'resid' AND position IS NULL GROUP BY ALL) GROUP BY condition",
+        [model],
+    ).to_pylist()
+    layers = models.shape_of(models.resolve(model))["n_layers"]
+    return {row["condition"]: row["depth"] / layers for row in rows}
+
+
+def steering_self_effect(store: Store, model: str) -> float | None:
+    """The direction's mean self effect at the smallest scale used (the least distorting)."""
+    value = store.query(
+        "SELECT avg(value) FILTER (WHERE emotion = target) AS own FROM steering_results "
+        "WHERE model = ? AND level = 'direction' AND metric = 'delta_logprob' AND scale = "
+        "(SELECT min(scale) FROM steering_results WHERE model = ? AND level = 'direction')",
+        [model, model],
+    )["own"][0].as_py()
+    return value
+
+
+def model_rows(store: Store, a: str, b: str, corpus: str) -> tuple[list[dict], dict]:
+    """One model pair: the values side by side, and the resampled profiles for a figure."""
+    rows, profiles = [], {}
+
+    def add(metric: str, first: float | None, second: float | None) -> None:
+        if first is not None and second is not None:
+            rows.append({"kind": "models", "model": a, "other_model": b, "layer": None,
+                         "metric": metric, "direction_value": float(first), "feature_value": None,
+                         "extra": json.dumps({"other_value": float(second)})})  # fmt: skip
+
+    found = {name: depth_profile(store, name, corpus) for name in (a, b)}
+    if all(profile is not None for profile in found.values()):
+        profiles = {name: np.interp(DEPTHS, *found[name]) for name in (a, b)}
+        best = {name: int(np.argmax(found[name][1])) for name in (a, b)}
+        rows.append({"kind": "models", "model": a, "other_model": b, "layer": None,
+                     "metric": f"pc1_valence_profile_correlation ({corpus})",
+                     "direction_value": stats.pearson(profiles[a], profiles[b]),
+                     "feature_value": None, "extra": None})  # fmt: skip
+        for index, metric in ((0, "best_depth"), (1, "best_r")):
+            add(f"pc1_valence_{metric} ({corpus})", found[a][index][best[a]],
+                found[b][index][best[b]])  # fmt: skip
+    peaks = {name: patching_peaks(store, name) for name in (a, b)}
+    for condition in sorted(set(peaks[a]) & set(peaks[b])):
+        add(f"patching_peak_depth ({condition})", peaks[a][condition], peaks[b][condition])
+    add("steering_self_effect (direction, smallest scale)", steering_self_effect(store, a),
+        steering_self_effect(store, b))  # fmt: skip
+    return rows, profiles
+
+
+def compare(store: Store, out: Path, options: CompareOptions) -> dict[str, Any]:
+    """Every comparison the store allows; write them to `comparisons` and draw the profiles."""
+    names = _model_names(store, options.models)
+    if not names:
+        raise SaefeaturesError("the store has no model results yet; run `saefeatures run` first")
+    rows, figures = [], []
+    for name in names:
+        rows += level_rows(store, name)
+    for a, b in combinations(names, 2):
+        pair_rows, profiles = model_rows(store, a, b, options.corpus)
+        rows += pair_rows
+        if profiles:
+            figures += plots.lines(DEPTHS, profiles, f"PC1-valence r by depth ({options.corpus})",
+                                   ("relative depth", "Pearson r"),
+                                   out / "compare" / f"profile-{a}-{b}")  # fmt: skip
+    if not rows:
+        raise SaefeaturesError(
+            "nothing to compare yet: steer at both levels (`saefeatures steer`) or run two "
+            "models (`saefeatures run --model NAME`)"
+        )
+    with store.run("compare", {"models": names, "corpus": options.corpus}) as run_id:
+        by_model: dict[str, list[dict]] = {}
+        for row in rows:
+            by_model.setdefault(row["model"], []).append({"run_id": run_id, **row})
+        store.replace_all(
+            [("comparisons", {"model": name}, pa.Table.from_pylist(chosen))
+             for name, chosen in by_model.items()]
+        )  # fmt: skip
+    return {"run_id": run_id, "rows": rows, "figures": [str(path) for path in figures]}

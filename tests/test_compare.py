@@ -1,0 +1,91 @@
+"""Comparisons from the store only, on hand-made results with known answers."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from saefeatures import compare
+from saefeatures.errors import SaefeaturesError
+from saefeatures.store import Store
+from tests.conftest import assert_user_error, run_cli
+
+A, B = "smollm2-135m-instruct", "gemma-3-270m"
+LAYERS = {A: 30, B: 18}
+
+
+def _steering(run_id: str, model: str, level: str, k: int | None, own: float, other: float):
+    return [
+        {"run_id": run_id, "model": model, "layer": 3, "level": level, "emotion": e, "target": t,
+         "k": k, "scale": 0.1, "metric": "delta_logprob", "value": own if e == t else other}
+        for e in ("happy", "sad") for t in ("happy", "sad")
+    ]  # fmt: skip
+
+
+def _geometry(run_id: str, model: str, peak: float) -> list[dict]:
+    n = LAYERS[model]
+    return [
+        {"run_id": run_id, "model": model, "corpus": "templates", "layer": layer,
+         "rel_depth": layer / n, "method": "denoised", "component": "PC1", "rating": "valence",
+         "pearson_r": 1 - abs(layer / n - peak)}
+        for layer in range(n)
+    ]  # fmt: skip
+
+
+@pytest.fixture
+def db(tmp_path):
+    path = tmp_path / "w.duckdb"
+    with Store(path) as store, store.run("seed", {}) as run_id:
+        steering = (
+            _steering(run_id, A, "direction", None, 2.0, -1.0)
+            + _steering(run_id, A, "features", 5, 1.0, -0.5)
+            + _steering(run_id, B, "direction", None, 0.5, 0.0)
+        )
+        for table, rows in (
+            ("steering_results", steering),
+            ("geometry", _geometry(run_id, A, 0.3) + _geometry(run_id, B, 0.5)),
+        ):
+            store.insert(table, pa.Table.from_pylist(rows))
+    return path
+
+
+def _by_model(row: dict) -> dict[str, float]:
+    """A model-pair row's two values, keyed by model."""
+    other = json.loads(row["extra"])["other_value"]
+    return {row["model"]: row["direction_value"], row["other_model"]: other}
+
+
+def test_levels_and_models_from_the_store(db, tmp_path):
+    with Store(db) as store:
+        result = compare.compare(store, tmp_path / "out", compare.CompareOptions())
+    rows = {(r["kind"], r["metric"]): r for r in result["rows"]}
+    own = rows[("levels", "steering_self_effect@k=5,scale=0.1")]
+    assert (own["model"], own["direction_value"], own["feature_value"]) == (A, 2.0, 1.0)
+    specific = rows[("levels", "steering_specificity@k=5,scale=0.1")]
+    assert (specific["direction_value"], specific["feature_value"]) == (3.0, 1.5)
+    assert _by_model(rows[("models", "pc1_valence_best_depth (templates)")]) == pytest.approx(
+        {A: 9 / 30, B: 9 / 18}
+    )
+    depths = np.linspace(0, 1, 21)
+    curve = {m: np.interp(depths, np.arange(n) / n, 1 - abs(np.arange(n) / n - p))
+             for (m, n), p in zip(LAYERS.items(), (0.3, 0.5), strict=True)}  # fmt: skip
+    expected = np.corrcoef(curve[A], curve[B])[0, 1]
+    profile = rows[("models", "pc1_valence_profile_correlation (templates)")]
+    assert profile["direction_value"] == pytest.approx(expected)
+    steer = rows[("models", "steering_self_effect (direction, smallest scale)")]
+    assert _by_model(steer) == {A: 2.0, B: 0.5}
+    assert len(result["figures"]) == 2
+    with Store(db, read_only=True) as store:
+        assert store.query("SELECT count(*) AS n FROM comparisons")["n"][0].as_py() == len(rows)
+
+
+def test_a_model_without_results_and_an_empty_store(tmp_path):
+    empty = tmp_path / "empty.duckdb"
+    with Store(empty) as store, store.run("seed", {}):
+        pass
+    with Store(empty) as store, pytest.raises(SaefeaturesError, match=f"no results for {B}"):
+        compare.compare(store, tmp_path, compare.CompareOptions(models=B))
+    assert_user_error(run_cli("compare", "--db", str(empty)), "no model results")
