@@ -87,6 +87,12 @@ def run_command(
         )
     else:
         print("no SAE at these layers yet: `saefeatures train --layer 10`, then run again")
+    steered = result["steering"]
+    present.print_rows(
+        list(steered["summary"][0]),
+        (row.values() for row in steered["summary"]),
+        title=f"steering at layer {steered['layer']} with the {steered['corpus']} vectors",
+    )
     with pipeline.Workspace(db, out).open_store(read_only=True) as store:
         present.print_rows(["table", "rows"], store.table_counts(), title="store tables")
     print(f"run {result['run_id']}: database {db}, figures under {out}")

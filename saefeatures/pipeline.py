@@ -3,8 +3,9 @@
 Today the job registers the model and shows its residual stream on a sample
 prompt; has the model write emotion stories (instruct models only); builds
 contrast vectors from the template passages and from those stories; analyses
-their geometry; and aligns the vectors with the model's SAEs already in the
-store, with a UMAP of each. Each capability joins here as it lands, so that
+their geometry; aligns the vectors with the model's SAEs already in the store,
+with a UMAP of each; and steers with the directions (and the aligned features
+where an SAE is aligned). Each capability joins here as it lands, so that
 `make demo` always runs the whole pipeline there is.
 """
 
@@ -20,6 +21,7 @@ from saefeatures import (
     feature_map,
     geometry,
     models,
+    steering,
     stories,
     vectors,
 )
@@ -94,6 +96,8 @@ def run(
             best[corpus] = {**found["best"], "figures": found["figures"]}
         aligned = _align_with_registered_saes(store, workspace, spec.name, chosen, corpora_used,
                                               dtype, device)  # fmt: skip
+        steered = _steer(store, workspace, spec.name, chosen, sorted({row[0] for row in aligned}),
+                         list(corpora_used)[-1], dtype, device)  # fmt: skip
     residuals = [
         (layer, tuple(act.shape), float(act.float().norm(dim=-1).mean()))
         for layer, act in acts.items()
@@ -104,7 +108,28 @@ def run(
         "residuals": residuals,
         "geometry": best,
         "alignment": aligned,
+        "steering": steered,
     }
+
+
+def _steer(
+    store: Store,
+    workspace: Workspace,
+    model: str,
+    layers: list[int],
+    sae_layers: list[int],
+    corpus: str,
+    dtype: str,
+    device: str,
+) -> dict[str, Any]:
+    """Steer at the first layer with an aligned SAE (both levels), else at the chosen layer
+    nearest a third of the depth (direction only), with the last corpus's vectors."""
+    third = round(models.shape_of(models.resolve(model))["n_layers"] / 3)
+    layer = sae_layers[0] if sae_layers else min(layers, key=lambda chosen: abs(chosen - third))
+    options = steering.SteerOptions(model, layer, "both" if sae_layers else "direction",
+                                    corpus=corpus, dtype=dtype, device=device)  # fmt: skip
+    result = steering.steer(store, workspace.out, options)
+    return {"layer": layer, "corpus": corpus, "summary": steering.summarize(result["rows"])}
 
 
 def _align_with_registered_saes(

@@ -48,7 +48,12 @@ def test_run_then_sql_and_db_info(tmp_path, tiny_llama_dir):
     assert "(1, " in result.stdout and "store tables" in result.stdout
     assert (tmp_path / "o").is_dir()
     runs = run_cli("sql", "SELECT command, status FROM runs", "--format", "csv", env=env)
-    assert sorted(runs.stdout.splitlines()[1:]) == ["geometry,ok", "run,ok", "vectors,ok"]
+    assert sorted(runs.stdout.splitlines()[1:]) == [
+        "geometry,ok",
+        "run,ok",
+        "steer,ok",
+        "vectors,ok",
+    ]
     model = run_cli("sql", "SELECT n_layers, d_model FROM models", "--format", "json", env=env)
     assert '"n_layers": 4' in model.stdout and '"d_model": 64' in model.stdout
     best = run_cli(
@@ -56,7 +61,8 @@ def test_run_then_sql_and_db_info(tmp_path, tiny_llama_dir):
         "--format", "csv", env=env,
     )  # fmt: skip
     assert best.stdout.splitlines() == ["n", "2"], best.stdout  # --layers 1,3
-    assert len(list((tmp_path / "o").rglob("*.html"))) == 3
+    assert len(list((tmp_path / "o" / "geometry").rglob("*.html"))) == 3
+    assert len(list((tmp_path / "o" / "steering").rglob("*.html"))) == 3
     info = run_cli("db", "info", env=env)
     latest = len(migrations())
     assert f"schema version {latest}" in info.stdout and "models" in info.stdout
