@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from saefeatures import activations, alignment_math, corpora, features, models, stats
+from saefeatures import activations, alignment_math, corpora, features, models, stats, vectors
 from saefeatures.config import DEFAULT_MODEL
 from saefeatures.errors import SaefeaturesError
 from saefeatures.feature_scan import Source, scan
@@ -292,7 +292,13 @@ def _align_sae(
             decoder, options.null_samples, 0.99, options.seed
         ),
         "shuffled_null_p99": alignment_math.shuffled_label_null_max_cos(
-            corpus_scan.residual_mean[kept], labels, decoder, NULL_SHUFFLES, 0.99, options.seed
+            corpus_scan.residual_mean[kept],
+            labels,
+            decoder,
+            NULL_SHUFFLES,
+            0.99,
+            options.seed,
+            context["removed"],
         ),
     }
     own = corpus_scan.per_sae[index]
@@ -335,6 +341,25 @@ def _align_sae(
     return changes, _headline(sae_id, inputs.emotions, results, nulls, options.k_max)
 
 
+def _denoising_basis(
+    store: Store, model: models.LoadedModel, inputs: Inputs, options: AlignOptions
+) -> np.ndarray | None:
+    """What denoising removed from the vectors at this layer, rebuilt from the neutral
+    passages, so the shuffled-label null is built in the same subspace; None for raw."""
+    if options.method != "denoised":
+        return None
+    count = store.query(
+        "SELECT max(n_removed) AS n FROM emotion_vectors WHERE model = ? AND corpus = ? "
+        "AND layer = ? AND method = 'denoised'",
+        [inputs.spec.name, options.corpus, options.layer],
+    )["n"][0].as_py()
+    neutral = [p.text for p in corpora.read_corpus(store, "neutral")]
+    pooled = vectors.pool_passages(
+        model, neutral, [options.layer], inputs.token_offset, options.batch_size
+    )
+    return vectors.neutral_basis(pooled.means[:, 0], int(count or 0))
+
+
 def align(store: Store, options: AlignOptions) -> dict[str, Any]:
     """Align every emotion vector with every SAE at the layer, and describe the features."""
     inputs = check_inputs(store, options)
@@ -375,6 +400,7 @@ def align(store: Store, options: AlignOptions) -> dict[str, Any]:
             "labels": np.array([p.emotion for p in passages])[kept],
             "strings": features.token_strings(model, every_sequence),
             "n_tokens": sum(s.n_tokens for s in scans.values()),
+            "removed": _denoising_basis(store, model, inputs, options),
         }
         changes, headline = [], []
         for index, (row, sae) in enumerate(zip(inputs.saes, saes, strict=True)):

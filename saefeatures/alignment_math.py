@@ -158,13 +158,16 @@ def shuffled_label_null_max_cos(
     n_shuffles: int = 100,
     quantile: float = 0.99,
     seed: int = 0,
+    removed: np.ndarray | None = None,
 ) -> float:
     """The `quantile` of best |cos| for contrast vectors built with shuffled emotion labels.
 
     A stricter null than random unit vectors: shuffled contrasts live in the same
     subspace as real passage means (where an SAE's decoder rows concentrate), so an
     emotion vector beating them aligns with features because of its emotion, not
-    because it is a direction in the data. `means` are (n_passages, d) pooled residuals.
+    because it is a direction in the data. `means` are (n_passages, d) pooled residuals;
+    `removed` (orthonormal rows) is projected out of every contrast, as denoising does to
+    the real vectors, so that both are compared in the same subspace.
     """
     data, rows = _matrix(means, "means"), _matrix(decoder, "decoder")
     names, index = np.unique(np.asarray(labels), return_inverse=True)
@@ -182,6 +185,8 @@ def shuffled_label_null_max_cos(
         np.add.at(per_emotion, shuffled, data)
         contrasts = per_emotion / counts
         contrasts -= contrasts.mean(axis=0, keepdims=True)
+        if removed is not None:
+            contrasts -= (contrasts @ removed.T) @ removed
         contrasts /= np.linalg.norm(contrasts, axis=1, keepdims=True)
         best.append(np.abs(contrasts.astype(unit.dtype) @ unit.T).max(axis=1))
     return float(np.quantile(np.concatenate(best), quantile))

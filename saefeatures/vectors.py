@@ -93,16 +93,25 @@ def contrast_vectors(means: np.ndarray, labels: list[str], emotions: list[str]) 
     return per_emotion - per_emotion.mean(axis=0, keepdims=True)
 
 
+def _principal_axes(means: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Principal axes (rows) of passage means and the cumulative variance share they reach."""
+    _, singular, vt = np.linalg.svd(means - means.mean(axis=0), full_matrices=False)
+    return vt, np.cumsum(singular**2) / np.sum(singular**2)
+
+
 def neutral_components(neutral_means: np.ndarray, var_fraction: float) -> list[np.ndarray]:
     """Per layer, the top principal components of neutral text reaching `var_fraction`."""
     bases = []
     for layer in range(neutral_means.shape[1]):
-        centered = neutral_means[:, layer] - neutral_means[:, layer].mean(axis=0)
-        _, singular, vt = np.linalg.svd(centered, full_matrices=False)
-        explained = np.cumsum(singular**2) / np.sum(singular**2)
-        k = int(np.searchsorted(explained, var_fraction) + 1)
-        bases.append(vt[:k])
+        axes, explained = _principal_axes(neutral_means[:, layer])
+        bases.append(axes[: int(np.searchsorted(explained, var_fraction) + 1)])
     return bases
+
+
+def neutral_basis(neutral_means: np.ndarray, count: int) -> np.ndarray:
+    """The top `count` principal components of neutral text at one layer, `[n, d]` means:
+    what denoising removed there, as recorded in `emotion_vectors.n_removed`."""
+    return _principal_axes(neutral_means)[0][:count]
 
 
 def project_out(vectors: np.ndarray, basis: np.ndarray) -> np.ndarray:

@@ -250,3 +250,14 @@ def test_shuffled_label_null_sits_below_a_real_planted_contrast() -> None:
     assert null == am.shuffled_label_null_max_cos(means, labels, decoder, n_shuffles=50, seed=1)
     real = means[labels == 0].mean(0) - np.mean([means[labels == e].mean(0) for e in range(5)], 0)
     assert np.abs(am.decoder_cosines(real, decoder)).max() > 0.8 > null > 0
+
+
+def test_shuffled_null_in_a_subspace_equals_the_null_of_projected_data() -> None:
+    rng = np.random.default_rng(4)
+    decoder, labels = random_decoder(6), np.repeat(np.arange(4), 10)
+    means = rng.standard_normal((40, D))
+    removed = np.eye(D)[:3]
+    zeroed = means.copy()
+    zeroed[:, :3] = 0
+    with_basis = am.shuffled_label_null_max_cos(means, labels, decoder, 20, removed=removed)
+    assert with_basis == pytest.approx(am.shuffled_label_null_max_cos(zeroed, labels, decoder, 20))
