@@ -285,3 +285,54 @@ CREATE TABLE emotion_feature_activity (
     total            DOUBLE NOT NULL,
     mean_per_passage DOUBLE NOT NULL
 );
+
+-- version 5: per-prompt scores of the patching stage (its sweeps go to patching_results)
+CREATE TABLE pair_scores (
+    run_id           VARCHAR NOT NULL,
+    model            VARCHAR NOT NULL,
+    pair_id          VARCHAR NOT NULL,
+    condition        VARCHAR NOT NULL CHECK (condition IN ('good', 'bad')),
+    situation        VARCHAR,
+    topic            VARCHAR,
+    score_name       VARCHAR NOT NULL,
+    score_definition VARCHAR NOT NULL,
+    clean_score      DOUBLE NOT NULL,
+    corrupted_score  DOUBLE NOT NULL,
+    aligned          BOOLEAN NOT NULL,
+    prefix_length    INTEGER NOT NULL,
+    clean_tokens     INTEGER NOT NULL,
+    corrupted_tokens INTEGER NOT NULL
+);
+
+-- Feature-level patching: per pair, every SAE feature whose activation differs between
+-- the clean and corrupted runs, and the SAE error node (feature NULL); exact effects are
+-- filled for the best-attributed features and the error node.
+CREATE TABLE feature_patching (
+    run_id                 VARCHAR NOT NULL,
+    model                  VARCHAR NOT NULL,
+    sae_id                 VARCHAR NOT NULL,
+    layer                  INTEGER NOT NULL,
+    pair_id                VARCHAR NOT NULL,
+    condition              VARCHAR NOT NULL,
+    node                   VARCHAR NOT NULL CHECK (node IN ('feature', 'error')),
+    feature                INTEGER,
+    attribution            DOUBLE NOT NULL,
+    normalized_attribution DOUBLE,
+    exact_effect           DOUBLE,
+    normalized_exact       DOUBLE
+);
+
+-- Faithfulness: patching only the top-k features by attribution, against the whole layer.
+CREATE TABLE patching_faithfulness (
+    run_id       VARCHAR NOT NULL,
+    model        VARCHAR NOT NULL,
+    sae_id       VARCHAR NOT NULL,
+    layer        INTEGER NOT NULL,
+    pair_id      VARCHAR NOT NULL,
+    condition    VARCHAR NOT NULL,
+    k            INTEGER NOT NULL,
+    effect       DOUBLE NOT NULL,
+    layer_effect DOUBLE NOT NULL,
+    gap          DOUBLE NOT NULL,  -- clean - corrupted score: effects / gap are normalized
+    recovered    DOUBLE
+);

@@ -48,7 +48,7 @@ class AlignOptions:
     text: str | None = None  # sample text source; None: the SAE's training text
     sample_rows: int = 64
     batch_size: int = 8
-    dtype: str = "bfloat16"
+    dtype: str = "auto"
     device: str = "cpu"
     seed: int = 0
 

@@ -16,6 +16,7 @@ from saefeatures import (
     corpora,
     geometry,
     models,
+    patching,
     pipeline,
     present,
     queries,
@@ -48,7 +49,12 @@ ModelOption = Annotated[
     str,
     typer.Option("--model", help="Embedded model name, Hugging Face name or local directory."),
 ]
-DtypeOption = Annotated[str, typer.Option("--dtype", help="float32 or bfloat16.")]
+DtypeOption = Annotated[
+    str,
+    typer.Option(
+        "--dtype", help="auto (bfloat16 where the hardware computes in it), float32, bfloat16."
+    ),
+]
 DeviceOption = Annotated[str, typer.Option("--device", help="cpu, cuda or mps.")]
 
 
@@ -56,7 +62,7 @@ DeviceOption = Annotated[str, typer.Option("--device", help="cpu, cuda or mps.")
 def run_command(
     model: ModelOption = DEFAULT_MODEL,
     layers: Annotated[str, typer.Option("--layers", help="'all' or e.g. 4,8,10.")] = "all",
-    dtype: DtypeOption = "bfloat16",
+    dtype: DtypeOption = "auto",
     device: DeviceOption = "cpu",
     db: DbOption = DEFAULT_DB,
     out: OutOption = DEFAULT_OUT,
@@ -93,6 +99,12 @@ def run_command(
         (row.values() for row in steered["summary"]),
         title=f"steering at layer {steered['layer']} with the {steered['corpus']} vectors",
     )
+    patched = result["patching"]
+    if "skipped" in patched:
+        print(f"patching skipped: {patched['skipped']}")
+    else:
+        for title, columns, rows in patching.tables(patched["summary"]):
+            present.print_rows(columns, rows, title=f"patching ({patched['pairs']} pairs): {title}")
     with pipeline.Workspace(db, out).open_store(read_only=True) as store:
         present.print_rows(["table", "rows"], store.table_counts(), title="store tables")
     print(f"run {result['run_id']}: database {db}, figures under {out}")
@@ -224,7 +236,7 @@ def corpus_generate(
     max_new_tokens: Annotated[int, typer.Option("--max-new-tokens")] = 200,
     temperature: Annotated[float, typer.Option("--temperature")] = 0.8,
     seed: Annotated[int, typer.Option("--seed")] = 0,
-    dtype: DtypeOption = "bfloat16",
+    dtype: DtypeOption = "auto",
     device: DeviceOption = "cpu",
     db: DbOption = DEFAULT_DB,
 ) -> None:
@@ -249,7 +261,7 @@ def vectors_command(
         float, typer.Option("--denoise-var", help="Neutral variance share projected out.")
     ] = 0.5,
     batch_size: Annotated[int, typer.Option("--batch-size")] = 8,
-    dtype: DtypeOption = "bfloat16",
+    dtype: DtypeOption = "auto",
     device: DeviceOption = "cpu",
     db: DbOption = DEFAULT_DB,
 ) -> None:
@@ -459,7 +471,7 @@ def align_command(
     sample_rows: Annotated[int, typer.Option("--sample-rows", help="Held-out text rows.")] = 64,
     batch_size: Annotated[int, typer.Option("--batch-size")] = 8,
     seed: Annotated[int, typer.Option("--seed")] = 0,
-    dtype: DtypeOption = "bfloat16",
+    dtype: DtypeOption = "auto",
     device: DeviceOption = "cpu",
     db: DbOption = DEFAULT_DB,
 ) -> None:
@@ -512,7 +524,7 @@ def steer_command(
     method: Annotated[str, typer.Option("--method", help="denoised or raw vectors.")] = "denoised",
     sae_id: SaeOption = None,
     gen_tokens: Annotated[int, typer.Option("--gen-tokens", help="Tokens per generation.")] = 24,
-    dtype: DtypeOption = "bfloat16",
+    dtype: DtypeOption = "auto",
     device: DeviceOption = "cpu",
     db: DbOption = DEFAULT_DB,
     out: OutOption = DEFAULT_OUT,
@@ -616,6 +628,39 @@ def umap_command(
              "umap seconds": round(result["umap_seconds"], 1)}  # fmt: skip
     present.print_rows(["fact", "value"], facts.items(), title="UMAP")
     print("figures: " + ", ".join(result["files"]))
+
+
+@app.command("patch")
+def patch_command(
+    model: ModelOption = DEFAULT_MODEL,
+    pairs: Annotated[
+        Path | None, typer.Option("--pairs", help="JSONL: id, condition, clean, corrupted.")
+    ] = None,
+    level: Annotated[
+        str, typer.Option("--level", help="resid, heads, features (SAE attribution) or all.")
+    ] = "all",
+    score: Annotated[
+        str, typer.Option("--score", help="Score the sweeps patch: anchors or replies.")
+    ] = "anchors",
+    limit: Annotated[
+        int | None, typer.Option("--limit", help="Only the first N situations.")
+    ] = None,
+    layers: Annotated[
+        str | None,
+        typer.Option("--layers", help="Feature level: e.g. 6,10 (default: every SAE layer)."),
+    ] = None,
+    dtype: DtypeOption = "auto",
+    device: DeviceOption = "cpu",
+    db: DbOption = DEFAULT_DB,
+    out: OutOption = DEFAULT_OUT,
+) -> None:
+    """Activation patching of good- vs bad-news prompts: residual stream, heads, SAE features."""
+    options = patching.PatchOptions(model, pairs, level, score, limit, layers, dtype, device)
+    with pipeline.Workspace(db, out).open_store() as store:
+        result = patching.patch(store, out, options)
+    for title, columns, rows in patching.tables(result["summary"]):
+        present.print_rows(columns, rows, title=f"{result['model']}: {title}")
+    print("figures: " + ", ".join(result["figures"]))
 
 
 def main() -> None:

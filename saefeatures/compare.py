@@ -73,7 +73,21 @@ def level_rows(store: Store, model: str) -> list[dict[str, Any]]:
                 "metric": f"steering_{metric}@k={r['k']},scale={r['scale']:g}",
                 "direction_value": pick(base), "feature_value": pick(r), "extra": None,
             })  # fmt: skip
-    return rows
+    return rows + _faithfulness_rows(store, model)
+
+
+def _faithfulness_rows(store: Store, model: str) -> list[dict[str, Any]]:
+    """Patching at a layer: the whole residual's normalized effect (direction_value) against
+    that of its top-k features by attribution (feature_value), per condition and k."""
+    table = store.query(
+        "SELECT layer, condition, k, avg(layer_effect / gap) AS whole, avg(effect / gap) AS top "
+        "FROM patching_faithfulness WHERE model = ? AND gap <> 0 GROUP BY ALL ORDER BY ALL",
+        [model],
+    ).to_pylist()
+    return [{"kind": "levels", "model": model, "other_model": None, "layer": r["layer"],
+             "metric": f"patching_effect@{r['condition']},k={r['k']}",
+             "direction_value": r["whole"], "feature_value": r["top"], "extra": None}
+            for r in table]  # fmt: skip
 
 
 def depth_profile(store: Store, model: str, corpus: str) -> tuple[np.ndarray, np.ndarray] | None:
@@ -89,15 +103,18 @@ def depth_profile(store: Store, model: str, corpus: str) -> tuple[np.ndarray, np
 
 
 def patching_peaks(store: Store, model: str) -> dict[str, float]:
-    """Mean relative depth of each prompt's peak residual-patching layer, per condition."""
+    """Mean relative depth of each prompt's peak residual-patching layer at the score
+    position (the last prompt token), per condition, as in `patch_analysis`."""
     rows = store.query(
-        "SELECT condition, avg(peak) AS depth FROM (SELECT pair_id, condition, "
-        "arg_max(layer, normalized) AS peak FROM patching_results WHERE model = ? "
-        "AND level = 'resid' AND position IS NULL GROUP BY ALL) GROUP BY condition",
+        "WITH resid AS (SELECT *, max(position) OVER (PARTITION BY pair_id) AS last "
+        "FROM patching_results WHERE model = ? AND level = 'resid') "
+        "SELECT condition, avg(peak) AS layer FROM (SELECT pair_id, condition, "
+        "arg_max(layer, normalized) AS peak FROM resid WHERE position = last GROUP BY ALL) "
+        "GROUP BY condition",
         [model],
     ).to_pylist()
     layers = models.shape_of(models.resolve(model))["n_layers"]
-    return {row["condition"]: row["depth"] / layers for row in rows}
+    return {row["condition"]: row["layer"] / (layers - 1) for row in rows}
 
 
 def steering_self_effect(store: Store, model: str) -> float | None:

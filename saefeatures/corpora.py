@@ -17,6 +17,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from saefeatures import jsonl
 from saefeatures.config import project_data
 from saefeatures.errors import SaefeaturesError
 from saefeatures.store import Store
@@ -150,12 +151,7 @@ def read_jsonl(path: Path) -> list[Passage]:
 
 def _passages_of_line(path: Path, number: int, line: str) -> list[Passage]:
     where = f"{path} line {number}"
-    try:
-        record = json.loads(line)
-    except json.JSONDecodeError as error:
-        raise SaefeaturesError(f"{where}: not valid JSON ({error.msg})") from None
-    if not isinstance(record, dict):
-        raise SaefeaturesError(f"{where}: expected a JSON object")
+    record = jsonl.object_of_line(where, line)
     emotion = record.get("emotion")
     if emotion is not None and (not isinstance(emotion, str) or not emotion.strip()):
         raise SaefeaturesError(f"{where}: `emotion` must be a non-empty string")

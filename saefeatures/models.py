@@ -32,6 +32,7 @@ transformers.utils.logging.set_verbosity_error()
 transformers.utils.logging.disable_progress_bar()
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+AUTO_DTYPE = "auto"  # bfloat16 where the hardware computes in it, else float32
 DEVICES = ("cpu", "cuda", "mps")
 _CACHE_MARKER = "saefeatures-cache.json"
 
@@ -332,8 +333,10 @@ class LoadedModel:
 
 def check_options(dtype: str, device: str) -> None:
     """Reject an unknown dtype or an unavailable device before any work starts."""
-    if dtype not in DTYPES:
-        raise SaefeaturesError(f"unknown dtype {dtype!r}; use one of {', '.join(DTYPES)}")
+    if dtype not in (AUTO_DTYPE, *DTYPES):
+        raise SaefeaturesError(
+            f"unknown dtype {dtype!r}; use one of {', '.join((AUTO_DTYPE, *DTYPES))}"
+        )
     if device not in DEVICES:
         raise SaefeaturesError(f"unknown device {device!r}; use one of {', '.join(DEVICES)}")
     available = {
@@ -384,9 +387,27 @@ def load_tokenizer(name: str) -> Any:
     return _load_hf(_weights_location(spec), spec, torch.float32, weights=False)[1]
 
 
+def native_bfloat16(device: str) -> bool:
+    """Does the device compute in bfloat16? On a CPU only AVX-512 BF16 or AMX do; elsewhere
+    bfloat16 is emulated and measured 4x slower than float32 (see the README)."""
+    if device == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device == "cpu":
+        return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+    return False
+
+
+def concrete_dtype(dtype: str, device: str) -> str:
+    """`auto` made concrete for the device; float32 and bfloat16 stay as asked."""
+    if dtype != AUTO_DTYPE:
+        return dtype
+    return "bfloat16" if native_bfloat16(device) else "float32"
+
+
 def load(name: str = DEFAULT_MODEL, dtype: str = "float32", device: str = "cpu") -> LoadedModel:
     """Load a model by registry name, hub name or directory, wrapped in TransformerBridge."""
     check_options(dtype, device)
+    dtype = concrete_dtype(dtype, device)
     spec = resolve(name)
     location = _weights_location(spec)
     hf_model, tokenizer = _load_hf(location, spec, DTYPES[dtype])

@@ -21,16 +21,22 @@ from saefeatures import (
     feature_map,
     geometry,
     models,
+    patching,
+    reply_scores,
     steering,
     stories,
     vectors,
 )
+from saefeatures.errors import SaefeaturesError
 from saefeatures.store import Store
 
 SAMPLE_PROMPT = "I just got accepted into my dream PhD program today!"
 # Template passages are short (about 60 tokens), so they are pooled from token 10;
 # model-written stories from token 30 (the 50 of long external stories would leave little).
 OFFSETS = {"templates": 10, "stories": 30}
+# Patching every shipped pair takes minutes per pair on 2 cores; the job patches the first
+# few situations (good and bad news each) and `saefeatures patch` does the rest.
+DEMO_SITUATIONS = 3
 EXAMPLE_QUERIES = (
     "SELECT corpus, layer, round(pearson_r, 3) AS r, ci_low, ci_high FROM geometry "
     "WHERE component = 'PC1' AND method = 'denoised' ORDER BY r DESC LIMIT 5",
@@ -98,6 +104,7 @@ def run(
                                               dtype, device)  # fmt: skip
         steered = _steer(store, workspace, spec.name, chosen, sorted({row[0] for row in aligned}),
                          list(corpora_used)[-1], dtype, device)  # fmt: skip
+        patched = _patch(store, workspace, model, dtype, device)
     residuals = [
         (layer, tuple(act.shape), float(act.float().norm(dim=-1).mean()))
         for layer, act in acts.items()
@@ -109,7 +116,22 @@ def run(
         "geometry": best,
         "alignment": aligned,
         "steering": steered,
+        "patching": patched,
     }
+
+
+def _patch(
+    store: Store, workspace: Workspace, model: models.LoadedModel, dtype: str, device: str
+) -> dict[str, Any]:
+    """Patch the first situations, or say why not (a tokenizer whose anchor words share a
+    first token, as byte-level test tokenizers do, has no anchor score)."""
+    try:
+        reply_scores.anchor_score(model)
+    except SaefeaturesError as error:
+        return {"skipped": str(error)}
+    options = patching.PatchOptions(model.spec.name, limit=DEMO_SITUATIONS, dtype=dtype,
+                                    device=device)  # fmt: skip
+    return patching.patch(store, workspace.out, options)
 
 
 def _steer(

@@ -48,7 +48,7 @@ class SteerOptions:
     method: str = "denoised"
     sae: str | None = None
     gen_tokens: int = 24
-    dtype: str = "bfloat16"
+    dtype: str = "auto"
     device: str = "cpu"
 
 

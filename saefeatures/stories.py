@@ -46,7 +46,7 @@ class StoryOptions:
     top_p: float = 0.95
     repetition_penalty: float = 1.15
     seed: int = 0
-    dtype: str = "bfloat16"
+    dtype: str = "auto"
     device: str = "cpu"
 
 

@@ -89,3 +89,28 @@ def test_a_model_without_results_and_an_empty_store(tmp_path):
     with Store(empty) as store, pytest.raises(SaefeaturesError, match=f"no results for {B}"):
         compare.compare(store, tmp_path, compare.CompareOptions(models=B))
     assert_user_error(run_cli("compare", "--db", str(empty)), "no model results")
+
+
+def test_patching_peaks_and_faithfulness_from_the_store(tmp_path):
+    with Store(tmp_path / "w.duckdb") as store, store.run("seed", {}) as run_id:
+        # Two good-news pairs on A: the score position is each pair's last position.
+        resid = [
+            {"run_id": run_id, "model": A, "level": "resid", "pair_id": pair, "condition": "good",
+             "layer": layer, "position": position, "normalized": value}
+            for pair, last, peak in (("p1", 7, 12), ("p2", 9, 18))
+            for position in (last - 1, last) for layer in range(LAYERS[A])
+            for value in [float(layer == (peak if position == last else 0))]
+        ]  # fmt: skip
+        store.insert("patching_results", pa.Table.from_pylist(resid))
+        faithful = [
+            {"run_id": run_id, "model": A, "sae_id": "s", "layer": 10, "pair_id": pair,
+             "condition": "bad", "k": 5, "effect": top, "layer_effect": whole, "gap": gap,
+             "recovered": top / whole}
+            for pair, top, whole, gap in (("p1", -1.0, -2.0, -4.0), ("p2", 3.0, 3.0, -3.0))
+        ]  # fmt: skip
+        store.insert("patching_faithfulness", pa.Table.from_pylist(faithful))
+        assert compare.patching_peaks(store, A) == {"good": pytest.approx(15 / 29)}
+        (row,) = [r for r in compare.level_rows(store, A) if r["metric"].startswith("patching")]
+    assert row["metric"] == "patching_effect@bad,k=5" and row["layer"] == 10
+    assert row["direction_value"] == pytest.approx((0.5 - 1.0) / 2)
+    assert row["feature_value"] == pytest.approx((0.25 - 1.0) / 2)

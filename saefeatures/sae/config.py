@@ -73,7 +73,7 @@ class SaeConfig(BaseModel):
     eval_tokens: int = Field(32_768, gt=0)
     eval_batch_size: int = Field(8, gt=0)
     checkpoint_every_tokens: int = Field(500_000, gt=0)
-    dtype: Literal["float32", "bfloat16"] = "float32"
+    dtype: Literal["auto", "float32", "bfloat16"] = "float32"
     seed: int = 0
     dataset: str | None = None
 

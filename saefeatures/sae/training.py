@@ -28,6 +28,7 @@ from typing import Any
 import torch
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
+from saefeatures import models
 from saefeatures.sae.config import SaeConfig
 from saefeatures.sae.provider import ActivationSource, _seed
 
@@ -86,7 +87,7 @@ def trainer_config(cfg: SaeConfig, device: str) -> Any:
         adam_beta1=cfg.adam_beta1,
         adam_beta2=cfg.adam_beta2,
         device=device,
-        autocast=cfg.autocast,
+        autocast=cfg.autocast and models.native_bfloat16(device),
         dead_feature_window=cfg.dead_feature_window,
         n_checkpoints=0,
         checkpoint_path=None,
