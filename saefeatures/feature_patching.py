@@ -87,9 +87,10 @@ def _capture(
 
 def attribute(
     model: LoadedModel, pair: PreparedPair, score: Score, sae: Any, hook: str,
-    corrupted_score: float,
+    corrupted_score: float, gap: float,
 ) -> FeaturePatch:  # fmt: skip
-    """Attribution of every feature and of the error at `hook`, checked by exact patches."""
+    """Attribution of every feature and of the error at `hook`, checked by exact patches;
+    `gap` (clean - corrupted score) says which way is towards the clean run."""
     targets, origins = zip(*patch_positions(pair), strict=True)
     targets, origins = list(targets), list(origins)
     with torch.no_grad():
@@ -111,19 +112,17 @@ def attribute(
     error_attribution = float((error_grad.float() * (clean.error - corrupted.error).float()).sum())
     changed = torch.nonzero(delta.abs().sum(0)).flatten()
     return _exact(model, pair, score, sae, hook, (clean, corrupted), attribution, changed,
-                  error_attribution, corrupted_score, targets)  # fmt: skip
+                  error_attribution, corrupted_score, gap, targets)  # fmt: skip
 
 
 @torch.no_grad()
 def _exact(
     model: LoadedModel, pair: PreparedPair, score: Score, sae: Any, hook: str,
     sides: tuple[FeatureSide, FeatureSide], attribution: torch.Tensor, changed: torch.Tensor,
-    error_attribution: float, corrupted_score: float, targets: list[int],
+    error_attribution: float, corrupted_score: float, gap: float, targets: list[int],
 ) -> FeaturePatch:  # fmt: skip
     clean, corrupted = sides
-    # Towards the clean run: the sign of the whole layer's effect is not known yet, so rank
-    # by the sign of the summed attribution, which estimates it.
-    towards = 1.0 if float(attribution.sum()) + error_attribution >= 0 else -1.0
+    towards = 1.0 if gap >= 0 else -1.0
     ranked = changed[torch.argsort(attribution[changed] * towards, descending=True)]
     strongest = changed[torch.argsort(attribution[changed].abs(), descending=True)][:VERIFIED]
 

@@ -198,7 +198,7 @@ def _patch_pair(
     features, faithfulness = [], []
     for row, sae in saes:
         result = feature_patching.attribute(model, prepared, swept, sae, row["hook"],
-                                            corrupted_value)  # fmt: skip
+                                            corrupted_value, gap)  # fmt: skip
         at = {**described, "sae_id": row["sae_id"], "layer": row["layer"]}
         pair_features, pair_faithfulness = feature_patching.rows(result, at, gap)
         features += pair_features

@@ -312,7 +312,8 @@ def test_feature_attribution_and_exact_patches_match_a_hand_made_computation(
     pair = patch_sweeps.prepare(model, _ids(model, CLEAN), _ids(model, CORRUPTED))
     clean = patch_sweeps.clean_run(model, pair, score, heads=False)
     corrupted_score = patch_sweeps.prompt_score(model, pair, pair.corrupted, score)
-    result = feature_patching.attribute(model, pair, score, sae, hook, corrupted_score)
+    gap = clean.score - corrupted_score
+    result = feature_patching.attribute(model, pair, score, sae, hook, corrupted_score, gap)
 
     # The residual after the layer is the next layer's resid_pre, captured by the clean run.
     targets = list(range(len(pair.corrupted)))
@@ -342,6 +343,9 @@ def test_feature_attribution_and_exact_patches_match_a_hand_made_computation(
         by_hand, _ = _hand_patched_score(model, pair, score, hook, targets, patched.detach())
         assert effect == pytest.approx(by_hand - corrupted_score, abs=1e-4)
     assert len(result.verified) == min(feature_patching.VERIFIED, len(result.changed))
+    # Top-k features are ranked towards the clean run: the best one moves the score that way.
+    (best,) = torch.argsort(result.attribution[result.changed] * np.sign(gap))[-1:]
+    assert float(result.attribution[result.changed[best]]) * gap > 0
 
 
 def test_feature_rows_normalise_by_the_gap_and_report_recovery():
