@@ -336,3 +336,19 @@ CREATE TABLE patching_faithfulness (
     gap          DOUBLE NOT NULL,  -- clean - corrupted score: effects / gap are normalized
     recovered    DOUBLE
 );
+
+-- version 6: the UMAP map's points, so the report draws the map from the store alone
+CREATE TABLE feature_map_points (
+    run_id  VARCHAR NOT NULL,
+    model   VARCHAR NOT NULL,
+    sae_id  VARCHAR NOT NULL,
+    layer   INTEGER NOT NULL,
+    corpus  VARCHAR NOT NULL,
+    kind    VARCHAR NOT NULL CHECK (kind IN ('background', 'feature', 'emotion')),
+    label   VARCHAR NOT NULL,  -- feature index or emotion word
+    x       DOUBLE NOT NULL,
+    y       DOUBLE NOT NULL,
+    colour  DOUBLE,            -- valence (x sign of cosine for features); NULL: unrated
+    hover   VARCHAR NOT NULL,  -- plotly hover text (HTML)
+    title   VARCHAR NOT NULL
+);

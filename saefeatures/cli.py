@@ -105,9 +105,12 @@ def run_command(
     else:
         for title, columns, rows in patching.tables(patched["summary"]):
             present.print_rows(columns, rows, title=f"patching ({patched['pairs']} pairs): {title}")
+    if "skipped" in result["comparisons"]:
+        print(f"comparisons skipped: {result['comparisons']['skipped']}")
     with pipeline.Workspace(db, out).open_store(read_only=True) as store:
         present.print_rows(["table", "rows"], store.table_counts(), title="store tables")
     print(f"run {result['run_id']}: database {db}, figures under {out}")
+    print(f"report: {result['report']['path']} (open it in a browser)")
     print("try:")
     for query in pipeline.EXAMPLE_QUERIES:
         print(f'  saefeatures sql "{query}"')
@@ -622,7 +625,7 @@ def umap_command(
     options = feature_map.UmapOptions(
         layer, model, sae_id, corpus, method, top, background, seed, neighbors, min_dist, output
     )
-    with pipeline.Workspace(db, out).open_store(read_only=True) as store:
+    with pipeline.Workspace(db, out).open_store() as store:
         result = feature_map.draw(store, out, options)
     facts = {"sae_id": result["sae_id"], **result["points"],
              "umap seconds": round(result["umap_seconds"], 1)}  # fmt: skip
@@ -661,6 +664,22 @@ def patch_command(
     for title, columns, rows in patching.tables(result["summary"]):
         present.print_rows(columns, rows, title=f"{result['model']}: {title}")
     print("figures: " + ", ".join(result["figures"]))
+
+
+@app.command("report")
+def report_command(
+    output: Annotated[Path, typer.Option("-o", "--output", help="The HTML file to write.")] = Path(
+        "report.html"
+    ),
+    db: DbOption = DEFAULT_DB,
+) -> None:
+    """One self-contained HTML report (tables, figures, provenance) from the store alone."""
+    from saefeatures import report
+
+    with pipeline.Workspace(db, DEFAULT_OUT).open_store(read_only=True) as store:
+        result = report.write(store, output)
+    print(f"report: {result['path']} ({len(result['sections'])} sections, "
+          f"{result['figures']} figures)")  # fmt: skip
 
 
 def main() -> None:

@@ -113,8 +113,16 @@ def patching_peaks(store: Store, model: str) -> dict[str, float]:
         "GROUP BY condition",
         [model],
     ).to_pylist()
-    layers = models.shape_of(models.resolve(model))["n_layers"]
+    layers = n_layers(store, model)
     return {row["condition"]: row["layer"] / (layers - 1) for row in rows}
+
+
+def n_layers(store: Store, model: str) -> int:
+    """The model's depth as registered in the store, else from its spec."""
+    registered = store.query("SELECT n_layers FROM models WHERE model = ?", [model])
+    if registered.num_rows:
+        return registered["n_layers"][0].as_py()
+    return models.shape_of(models.resolve(model))["n_layers"]
 
 
 def steering_self_effect(store: Store, model: str) -> float | None:

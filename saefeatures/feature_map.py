@@ -15,12 +15,14 @@ from __future__ import annotations
 import html
 import re
 import time
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import plotly.graph_objects as go
+import pyarrow as pa
 from matplotlib.cm import ScalarMappable
 from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
@@ -116,39 +118,64 @@ def figures(
     unknown = set(kinds) - set(KINDS)
     if unknown:
         raise SaefeaturesError(f"unknown point kinds {sorted(unknown)}; use {', '.join(KINDS)}")
-    rated = np.isfinite(colour)
-    limit = plots.symmetric_limit(colour[rated])
+    limit = plots.symmetric_limit(colour[np.isfinite(colour)])
     norm = Normalize(-limit, limit)
     figure = Figure(figsize=(10, 8.5), layout="constrained")
     ax = figure.add_subplot()
-    interactive = go.Figure()
-    for kind in KINDS:
-        for has_rating in (True, False):
-            mask = (kinds_array == kind) & (rated == has_rating)
-            if mask.any():
-                xy, values = coordinates[mask], colour[mask]
-                names = [labels[i] for i in np.flatnonzero(mask)]
-                _matplotlib_group(ax, kind, xy, values if has_rating else None, names, norm)
-                text = [hover[i] for i in np.flatnonzero(mask)]
-                interactive.add_trace(
-                    _plotly_group(kind, xy, values if has_rating else None, names, text)
-                )
+    for kind, mask, values in _groups(kinds_array, colour):
+        names = [labels[i] for i in np.flatnonzero(mask)]
+        _matplotlib_group(ax, kind, coordinates[mask], values, names, norm)
     figure.colorbar(ScalarMappable(norm, plots.DIVERGING_CMAP), ax=ax, label=COLOUR_LABEL)
     ax.set(xlabel="UMAP 1", ylabel="UMAP 2", xticks=[], yticks=[])
     ax.set_title(title, fontsize=10)
+    interactive = interactive_map(coordinates, kinds, labels, colour, hover, title)
+    return plots.write(figure, interactive, stem)
+
+
+def _groups(kinds: np.ndarray, colour: np.ndarray) -> Iterator[tuple[str, np.ndarray, Any]]:
+    """(kind, mask, colours or None) per drawn group, in drawing order; unrated apart."""
+    rated = np.isfinite(colour)
+    for kind in KINDS:
+        for has_rating in (True, False):
+            mask = (kinds == kind) & (rated == has_rating)
+            if mask.any():
+                yield kind, mask, colour[mask] if has_rating else None
+
+
+def interactive_map(
+    coordinates: np.ndarray,
+    kinds: list[str],
+    labels: list[str],
+    colour: np.ndarray,
+    hover: list[str],
+    title: str,
+) -> go.Figure:
+    """The plotly map alone: `figures` writes it, the report embeds it from stored points."""
+    coordinates = np.asarray(coordinates, dtype=float)
+    colour = np.asarray(colour, dtype=float)
+    limit = plots.symmetric_limit(colour[np.isfinite(colour)])
+    interactive = go.Figure()
+    scale_shown = False
+    for kind, mask, values in _groups(np.asarray(kinds), colour):
+        names = [labels[i] for i in np.flatnonzero(mask)]
+        text = [hover[i] for i in np.flatnonzero(mask)]
+        # Each rated trace carries the colour scale itself (not a shared coloraxis, whose
+        # numbers plotly's legend cannot turn into a colour); one of them shows the bar.
+        fill = {"color": BACKGROUND if kind == "background" else NO_RATING}
+        if values is not None:
+            fill = {"color": values, "colorscale": plots.DIVERGING_SCALE, "cmin": -limit,
+                    "cmax": limit, "showscale": not scale_shown,
+                    "colorbar": {"title": {"text": COLOUR_LABEL}}}  # fmt: skip
+            scale_shown = True
+        interactive.add_trace(_plotly_group(kind, coordinates[mask], fill, values is not None,
+                                            names, text))  # fmt: skip
     interactive.update_layout(
         title=html.escape(title).replace("\n", "<br>"),
         xaxis={"title": "UMAP 1", "showticklabels": False},
         yaxis={"title": "UMAP 2", "showticklabels": False},
-        coloraxis={
-            "colorscale": plots.DIVERGING_SCALE,
-            "cmin": -limit,
-            "cmax": limit,
-            "colorbar": {"title": {"text": COLOUR_LABEL}},
-        },
         legend={"orientation": "h", "y": -0.05},
     )
-    return plots.write(figure, interactive, stem)
+    return interactive
 
 
 def _matplotlib_group(
@@ -172,13 +199,10 @@ def _matplotlib_group(
 
 
 def _plotly_group(
-    kind: str, xy: np.ndarray, values: np.ndarray | None, names: list[str], hover: list[str]
-) -> go.Scatter:
-    marker: dict[str, Any] = (
-        {"color": values, "coloraxis": "coloraxis"}
-        if values is not None
-        else {"color": BACKGROUND if kind == "background" else NO_RATING}
-    )
+    kind: str, xy: np.ndarray, fill: dict[str, Any], rated: bool, names: list[str],
+    hover: list[str],
+) -> go.Scatter:  # fmt: skip
+    marker = dict(fill)
     name = {"background": "other features", "feature": "aligned features",
             "emotion": "emotion vectors"}[kind]  # fmt: skip
     if kind == "background":
@@ -193,7 +217,7 @@ def _plotly_group(
         mode="markers+text" if kind == "emotion" else "markers",
         text=[html.escape(n) for n in names] if kind == "emotion" else None,
         textposition="top center",
-        name=name if values is not None or kind == "background" else f"{name} (no rating)",
+        name=name if rated or kind == "background" else f"{name} (no rating)",
         marker=marker,
         hovertext=hover,
         hovertemplate="%{hovertext}<extra></extra>",
@@ -314,6 +338,12 @@ def draw(store: Store, out: Path, options: UmapOptions) -> dict[str, Any]:
         f"per emotion (coloured), {len(background)} others (grey), emotion vectors (stars)"
     )
     files = figures(coordinates, kinds, labels, np.array(colour), hover, title, stem)
+    points = {"model": model, "sae_id": sae_id, "layer": options.layer, "corpus": options.corpus,
+              "kind": kinds, "label": labels, "x": coordinates[:, 0], "y": coordinates[:, 1],
+              "colour": colour, "hover": hover, "title": title}  # fmt: skip
+    with store.run("umap", asdict(options)) as run_id:
+        store.replace("feature_map_points", {"sae_id": sae_id, "corpus": options.corpus},
+                      _columns(points, run_id))  # fmt: skip
     return {
         "sae_id": sae_id,
         "points": {
@@ -327,3 +357,25 @@ def draw(store: Store, out: Path, options: UmapOptions) -> dict[str, Any]:
         "labels": labels,
         "kinds": kinds,
     }
+
+
+def _columns(points: dict[str, Any], run_id: str) -> pa.Table:
+    """The stored points: scalars repeated per point, NaN colours as NULL."""
+    n = len(points["label"])
+    columns = {key: value if isinstance(value, list | np.ndarray) else [value] * n
+               for key, value in points.items()}  # fmt: skip
+    colour = np.asarray(columns["colour"], dtype=float)
+    columns["colour"] = pa.array(colour, mask=~np.isfinite(colour))
+    return pa.table({"run_id": [run_id] * n, **columns})
+
+
+def stored_map(store: Store, sae_id: str, corpus: str) -> go.Figure:
+    """The map drawn from `feature_map_points`, as `umap` drew it."""
+    table = store.query(
+        "SELECT kind, label, x, y, colour, hover, title FROM feature_map_points "
+        "WHERE sae_id = ? AND corpus = ?",
+        [sae_id, corpus],
+    ).to_pydict()
+    colour = np.array([np.nan if c is None else c for c in table["colour"]], dtype=float)
+    return interactive_map(np.column_stack([table["x"], table["y"]]), table["kind"],
+                           table["label"], colour, table["hover"], table["title"][0])  # fmt: skip

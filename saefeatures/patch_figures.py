@@ -120,7 +120,6 @@ def _heatmap(matrix: np.ndarray, title: str, stem: Path) -> list[Path]:
     ax.set(xlabel="head", ylabel="layer", title=title)
     ax.title.set_fontsize(9)
     figure.colorbar(image, ax=ax, label="normalized effect")
-    interactive = go.Figure(go.Heatmap(z=matrix, zmin=-limit, zmax=limit,
-                                       colorscale=plots.DIVERGING_SCALE))  # fmt: skip
+    interactive = go.Figure(plots.diverging_heatmap(matrix, limit=limit))
     interactive.update_layout(title=title, xaxis_title="head", yaxis_title="layer")
     return plots.write(figure, interactive, stem)

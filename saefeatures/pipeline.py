@@ -4,9 +4,10 @@ Today the job registers the model and shows its residual stream on a sample
 prompt; has the model write emotion stories (instruct models only); builds
 contrast vectors from the template passages and from those stories; analyses
 their geometry; aligns the vectors with the model's SAEs already in the store,
-with a UMAP of each; and steers with the directions (and the aligned features
-where an SAE is aligned). Each capability joins here as it lands, so that
-`make demo` always runs the whole pipeline there is.
+with a UMAP of each; steers with the directions (and the aligned features where
+an SAE is aligned); patches the first good- and bad-news situations; compares
+what the store allows; and writes the HTML report. Each capability joins here as
+it lands, so that `make demo` always runs the whole pipeline there is.
 """
 
 from __future__ import annotations
@@ -18,11 +19,13 @@ from typing import Any
 from saefeatures import (
     activations,
     alignment,
+    compare,
     feature_map,
     geometry,
     models,
     patching,
     reply_scores,
+    report,
     steering,
     stories,
     vectors,
@@ -37,6 +40,7 @@ OFFSETS = {"templates": 10, "stories": 30}
 # Patching every shipped pair takes minutes per pair on 2 cores; the job patches the first
 # few situations (good and bad news each) and `saefeatures patch` does the rest.
 DEMO_SITUATIONS = 3
+REPORT_NAME = "report.html"
 EXAMPLE_QUERIES = (
     "SELECT corpus, layer, round(pearson_r, 3) AS r, ci_low, ci_high FROM geometry "
     "WHERE component = 'PC1' AND method = 'denoised' ORDER BY r DESC LIMIT 5",
@@ -105,6 +109,9 @@ def run(
         steered = _steer(store, workspace, spec.name, chosen, sorted({row[0] for row in aligned}),
                          list(corpora_used)[-1], dtype, device)  # fmt: skip
         patched = _patch(store, workspace, model, dtype, device)
+        compared = _compare(store, workspace)
+    with workspace.open_store(read_only=True) as store:
+        reported = report.write(store, workspace.out / REPORT_NAME)
     residuals = [
         (layer, tuple(act.shape), float(act.float().norm(dim=-1).mean()))
         for layer, act in acts.items()
@@ -117,7 +124,17 @@ def run(
         "alignment": aligned,
         "steering": steered,
         "patching": patched,
+        "comparisons": compared,
+        "report": reported,
     }
+
+
+def _compare(store: Store, workspace: Workspace) -> dict[str, Any]:
+    """Every comparison the store allows so far, or why there is none yet."""
+    try:
+        return compare.compare(store, workspace.out, compare.CompareOptions())
+    except SaefeaturesError as error:
+        return {"skipped": str(error)}
 
 
 def _patch(

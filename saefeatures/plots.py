@@ -203,19 +203,24 @@ def emotion_heatmap(
     ax.set_title(title)
     figure.colorbar(image, ax=ax, label=label, shrink=0.8)
     interactive = go.Figure(
-        go.Heatmap(
-            z=ordered,
-            x=labels,
-            y=labels,
-            zmin=-limit,
-            zmax=limit,
-            colorscale=DIVERGING_SCALE,
-            colorbar={"title": {"text": label}},
+        diverging_heatmap(
+            ordered, labels, labels, limit, colorbar={"title": {"text": label}},
             hovertemplate=f"%{{y}} · %{{x}}<br>{label} = %{{z:.3f}}<extra></extra>",
         )
-    )
+    )  # fmt: skip
     interactive.update_layout(title=title, yaxis_autorange="reversed")
     return write(figure, interactive, stem)
+
+
+def diverging_heatmap(
+    z: np.ndarray, x: Sequence[Any] | None = None, y: Sequence[Any] | None = None,
+    limit: float | None = None, **extra: Any,
+) -> go.Heatmap:  # fmt: skip
+    """A plotly heatmap on the diverging scale, 0 white (limit: default from finite values)."""
+    z = np.asarray(z, dtype=float)
+    limit = limit or symmetric_limit(z[np.isfinite(z)])
+    return go.Heatmap(z=z, x=x, y=y, zmin=-limit, zmax=limit, colorscale=DIVERGING_SCALE,
+                      **extra)  # fmt: skip
 
 
 def grouped_bars(

@@ -7,11 +7,13 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from saefeatures import models
-from tests.tiny import save_tiny
+from saefeatures.config import DB_ENV, OUT_ENV
+from tests.tiny import BAD, GOOD, save_sae, save_tiny, write_pairs
 
 
 @pytest.fixture(scope="session")
@@ -69,3 +71,28 @@ def assert_user_error(result: CliResult, *fragments: str) -> None:
     assert lines[0].startswith("error: ")
     for fragment in fragments:
         assert fragment in lines[0], (fragment, lines[0])
+
+
+@pytest.fixture(scope="session")
+def populated_workspace(tmp_path_factory, tiny_llama_dir, tiny_chat_dir) -> dict[str, Any]:
+    """A store with every kind of result, made through the CLI: `run` on a tiny model with
+    an SAE loaded first, then patching (all levels) on a tiny chat model with its own SAE,
+    then `compare`. Shared because it takes minutes; tests only read it."""
+    tmp = tmp_path_factory.mktemp("populated")
+    env = {DB_ENV: str(tmp / "w.duckdb"), OUT_ENV: str(tmp / "out")}
+    pairs = write_pairs(tmp / "pairs.jsonl", [GOOD, BAD])
+    steps = [
+        ("load", "--path", str(save_sae(tmp / "sae3", "blocks.3.hook_resid_post", 64)),
+         "--model", str(tiny_llama_dir)),
+        ("run", "--model", str(tiny_llama_dir), "--layers", "1,3"),
+        ("load", "--path", str(save_sae(tmp / "sae1", "blocks.1.hook_resid_post", 64)),
+         "--model", str(tiny_chat_dir)),
+        ("patch", "--model", str(tiny_chat_dir), "--pairs", str(pairs), "--dtype", "float32"),
+        ("compare",),
+    ]  # fmt: skip
+    stdout = {}
+    for step in steps:
+        result = run_cli(*step, env=env)
+        assert result.code == 0, (step, result.stderr)
+        stdout[step[0]] = result.stdout
+    return {"env": env, "db": tmp / "w.duckdb", "out": tmp / "out", "tmp": tmp, "stdout": stdout}

@@ -11,7 +11,6 @@ import pytest
 
 from saefeatures.store import Store, migrations
 from tests.conftest import assert_user_error, run_cli
-from tests.tiny import save_sae
 
 
 def _digest(path) -> str:
@@ -63,25 +62,22 @@ def test_run_then_sql_and_db_info(tmp_path, tiny_llama_dir):
     assert best.stdout.splitlines() == ["n", "2"], best.stdout  # --layers 1,3
     assert len(list((tmp_path / "o" / "geometry").rglob("*.html"))) == 3
     assert len(list((tmp_path / "o" / "steering").rglob("*.html"))) == 3
+    assert f"report: {tmp_path / 'o' / 'report.html'}" in result.stdout
+    assert "Geometry by layer" in (tmp_path / "o" / "report.html").read_text()
     info = run_cli("db", "info", env=env)
     latest = len(migrations())
     assert f"schema version {latest}" in info.stdout and "models" in info.stdout
 
 
-def test_run_aligns_with_an_sae_already_in_the_store(tmp_path, tiny_llama_dir):
-    env = {"SAEFEATURES_DB": str(tmp_path / "w.duckdb"), "SAEFEATURES_OUT": str(tmp_path / "o")}
-    sae = save_sae(tmp_path / "sae", "blocks.3.hook_resid_post", 64)
-    loaded = run_cli("load", "--path", str(sae), "--model", str(tiny_llama_dir), env=env)
-    assert loaded.code == 0, loaded.stderr
-    result = run_cli("run", "--model", str(tiny_llama_dir), "--layers", "1,3", env=env)
-    assert result.code == 0, result.stderr
-    assert "emotion vectors aligned with SAE features" in result.stdout
+def test_run_aligns_with_an_sae_already_in_the_store(populated_workspace):
+    env = populated_workspace["env"]
+    assert "emotion vectors aligned with SAE features" in populated_workspace["stdout"]["run"]
     counts = run_cli(
         "sql", "SELECT layer, count(DISTINCT emotion) AS n FROM alignments GROUP BY layer",
         "--format", "csv", env=env,
     )  # fmt: skip
     assert counts.stdout.splitlines() == ["layer,n", "3,30"], counts.stdout
-    assert len(list((tmp_path / "o" / "umap").glob("*.html"))) == 1
+    assert len(list((populated_workspace["out"] / "umap").glob("*.html"))) == 1
 
 
 def test_unknown_model_changes_nothing(db):

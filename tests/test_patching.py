@@ -4,7 +4,6 @@ the conclusions on hand-made numbers, and bad input through the real CLI."""
 from __future__ import annotations
 
 import hashlib
-import json
 from pathlib import Path
 
 import numpy as np
@@ -24,10 +23,9 @@ from saefeatures.errors import SaefeaturesError
 from saefeatures.sae import loading
 from saefeatures.store import Store
 from tests.conftest import assert_user_error, run_cli
-from tests.tiny import save_sae
+from tests.tiny import BAD, CLEAN, CORRUPTED, GOOD, save_sae, write_pairs
 
 # Equal length under the byte-level tiny tokenizer: every character is a token.
-CLEAN, CORRUPTED = "Great news.", "Awful news."
 
 
 @pytest.fixture(scope="module")
@@ -211,20 +209,8 @@ def test_sign_summary_counts_the_right_sign_per_condition():
 # -- the stage through the CLI ------------------------------------------------------------
 
 
-def _write_pairs(path: Path, lines: list[dict | str]) -> Path:
-    path.write_text("\n".join(line if isinstance(line, str) else json.dumps(line)
-                              for line in lines) + "\n")  # fmt: skip
-    return path
-
-
-GOOD = {"id": "s1-good", "situation": "s1", "condition": "good", "clean": CLEAN,
-        "corrupted": "Fresh news."}  # fmt: skip
-BAD = {"id": "s1-bad", "situation": "s1", "condition": "bad", "clean": CORRUPTED,
-       "corrupted": "Fresh news."}  # fmt: skip
-
-
 def test_patch_command_stores_scores_and_sweeps(tiny_chat_dir, tmp_path):
-    pairs = _write_pairs(tmp_path / "pairs.jsonl", [GOOD, BAD])
+    pairs = write_pairs(tmp_path / "pairs.jsonl", [GOOD, BAD])
     db = tmp_path / "w.duckdb"
     args = ["patch", "--model", str(tiny_chat_dir), "--pairs", str(pairs), "--db", str(db),
             "--out", str(tmp_path / "out"), "--dtype", "float32"]  # fmt: skip
@@ -263,7 +249,7 @@ def test_bad_input_is_one_line_and_leaves_the_database_alone(
     db = tmp_path / "w.duckdb"
     Store(db).close()
     before = _digest(db)
-    pairs = _write_pairs(tmp_path / "pairs.jsonl", lines)
+    pairs = write_pairs(tmp_path / "pairs.jsonl", lines)
     result = run_cli("patch", "--model", str(tiny_chat_dir), "--pairs", str(pairs),
                      "--db", str(db), "--out", str(tmp_path / "out"), *options)  # fmt: skip
     assert_user_error(result, *fragments)
@@ -361,7 +347,7 @@ def test_feature_rows_normalise_by_the_gap_and_report_recovery():
 
 
 def test_patch_command_at_the_feature_level(tiny_chat_dir, tiny_sae_dir, tmp_path):
-    pairs = _write_pairs(tmp_path / "pairs.jsonl", [GOOD, BAD])
+    pairs = write_pairs(tmp_path / "pairs.jsonl", [GOOD, BAD])
     db, out = tmp_path / "w.duckdb", tmp_path / "out"
     common = ["--model", str(tiny_chat_dir), "--db", str(db), "--out", str(out)]
     patch = ["patch", *common, "--pairs", str(pairs), "--dtype", "float32"]

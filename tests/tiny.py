@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
@@ -94,3 +95,17 @@ def save_sae(
     sae.cfg.metadata.hook_name = hook
     sae.save_model(str(folder))
     return folder
+
+
+CLEAN, CORRUPTED = "Great news.", "Awful news."
+GOOD = {"id": "s1-good", "situation": "s1", "condition": "good", "clean": CLEAN,
+        "corrupted": "Fresh news."}  # fmt: skip
+BAD = {"id": "s1-bad", "situation": "s1", "condition": "bad", "clean": CORRUPTED,
+       "corrupted": "Fresh news."}  # fmt: skip
+
+
+def write_pairs(path: Path, lines: list[dict | str]) -> Path:
+    """A pairs JSONL file; strings are written as they are (for malformed lines)."""
+    path.write_text("\n".join(line if isinstance(line, str) else json.dumps(line)
+                              for line in lines) + "\n")  # fmt: skip
+    return path
