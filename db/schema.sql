@@ -352,3 +352,16 @@ CREATE TABLE feature_map_points (
     hover   VARCHAR NOT NULL,  -- plotly hover text (HTML)
     title   VARCHAR NOT NULL
 );
+
+-- version 7: the main job's stages: what each ran on (a content hash of its inputs and config), how
+-- long it took, and its printed summary, so a rerun on the same inputs skips it.
+CREATE TABLE stage_runs (
+    run_id   VARCHAR NOT NULL,  -- the `run` job
+    stage    VARCHAR NOT NULL,
+    part     VARCHAR NOT NULL,  -- the stage's instance: a corpus, a layer and corpus, ...
+    key      VARCHAR NOT NULL,
+    status   VARCHAR NOT NULL CHECK (status IN ('ran', 'skipped')),
+    seconds  DOUBLE NOT NULL,
+    summary  JSON,
+    finished TIMESTAMP NOT NULL DEFAULT current_timestamp
+);

@@ -64,11 +64,22 @@ def run_command(
     layers: Annotated[str, typer.Option("--layers", help="'all' or e.g. 4,8,10.")] = "all",
     dtype: DtypeOption = "auto",
     device: DeviceOption = "cpu",
+    force: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--force",
+            help="Rerun a stage done before on the same inputs (repeatable): stories, "
+            "vectors, geometry, align, steer, patch, compare, or all.",
+        ),
+    ] = None,
     db: DbOption = DEFAULT_DB,
     out: OutOption = DEFAULT_OUT,
 ) -> None:
-    """Run the main job on a model and show what the store holds."""
-    result = pipeline.run(pipeline.Workspace(db, out), model, layers, dtype, device)
+    """Run the main job on a model (stages done before on the same inputs are skipped)."""
+    from saefeatures import stages
+
+    result = pipeline.run(pipeline.Workspace(db, out), model, layers, dtype, device,
+                          stages.check_force(force or []))  # fmt: skip
     described = result["model"]
     present.print_rows(["fact", "value"], described.items(), title=f"model {described['model']}")
     present.print_rows(
@@ -109,6 +120,11 @@ def run_command(
         print(f"comparisons skipped: {result['comparisons']['skipped']}")
     with pipeline.Workspace(db, out).open_store(read_only=True) as store:
         present.print_rows(["table", "rows"], store.table_counts(), title="store tables")
+    present.print_rows(
+        ["stage", "part", "status", "seconds"],
+        ([t["stage"], t["part"], t["status"], f"{t['seconds']:.1f}"] for t in result["timings"]),
+        title="stages (skipped: done before on the same inputs; --force STAGE reruns)",
+    )
     print(f"run {result['run_id']}: database {db}, figures under {out}")
     print(f"report: {result['report']['path']} (open it in a browser)")
     print("try:")

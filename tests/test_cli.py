@@ -68,6 +68,39 @@ def test_run_then_sql_and_db_info(tmp_path, tiny_llama_dir):
     latest = len(migrations())
     assert f"schema version {latest}" in info.stdout and "models" in info.stdout
 
+    again = run_cli("run", "--model", str(tiny_llama_dir), "--layers", "1,3", env=env)
+    assert again.code == 0, again.stderr
+    assert _stage_lines(again.stdout) == [
+        (stage, "ran" if stage == "report" else "skipped")
+        for stage, _ in _stage_lines(result.stdout)
+    ]  # the same inputs: every stage but the report skipped, the same summaries printed
+    assert _between(again.stdout, "geometry of", "store tables") == _between(
+        result.stdout, "geometry of", "store tables"
+    )
+    forced = run_cli("run", "--model", str(tiny_llama_dir), "--layers", "1,3", "--force",
+                     "geometry", env=env)  # fmt: skip
+    assert forced.code == 0, forced.stderr
+    # compare reads every result, and geometry's are new
+    assert dict(_stage_lines(forced.stdout)) == {
+        "vectors": "skipped", "geometry": "ran", "steer": "skipped", "patch": "skipped",
+        "compare": "ran", "report": "ran",
+    }  # fmt: skip
+
+
+def _stage_lines(stdout: str) -> list[tuple[str, str]]:
+    """(stage, status) rows of the printed stage table."""
+    table = stdout[stdout.index("stages (skipped") :]
+    return [
+        (cells[0], cells[2])
+        for line in table.splitlines()
+        if len(cells := [c.strip() for c in line.strip("│ ").split("│")]) == 4
+        and cells[2] in ("ran", "skipped")
+    ]
+
+
+def _between(text: str, start: str, end: str) -> str:
+    return text[text.index(start) : text.index(end)]
+
 
 def test_run_aligns_with_an_sae_already_in_the_store(populated_workspace):
     env = populated_workspace["env"]
@@ -95,9 +128,13 @@ def test_layer_out_of_range_changes_nothing(db, tiny_llama_dir):
     assert _digest(db) == before
 
 
-def test_unknown_dtype_and_device(db, tiny_llama_dir):
+def test_unknown_dtype_device_and_stage(db, tiny_llama_dir):
+    before = _digest(db)
     assert_user_error(run_cli("run", "--dtype", "float8", "--db", str(db)), "float32, bfloat16")
     assert_user_error(run_cli("run", "--device", "tpu", "--db", str(db)), "cpu, cuda, mps")
+    assert_user_error(run_cli("run", "--force", "umap", "--db", str(db)), "unknown stage umap",
+                      "geometry")  # fmt: skip
+    assert _digest(db) == before
 
 
 @pytest.mark.parametrize(
