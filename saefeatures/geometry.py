@@ -128,7 +128,8 @@ def logit_lens(
     makes the result independent of the vector's length.
     """
     hf = model.hf_model
-    directions = torch.as_tensor(vectors, dtype=hf.dtype)
+    # A copy: vectors read from the store are read-only views, which torch warns about.
+    directions = torch.from_numpy(np.array(vectors, dtype=np.float32)).to(hf.dtype)
     logits = hf.get_output_embeddings()(hf.base_model.norm(directions)).float()
     promoted = logits.topk(top, dim=-1)
     suppressed = (-logits).topk(top, dim=-1)
