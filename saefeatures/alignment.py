@@ -368,7 +368,7 @@ def align(store: Store, options: AlignOptions) -> dict[str, Any]:
     saes = [loading.read_saelens(Path(row["path"]), options.device) for row in inputs.saes]
     config = {**asdict(options), "model": inputs.spec.name, "emotions": inputs.emotions,
               "saes": [row["sae_id"] for row in inputs.saes]}  # fmt: skip
-    with store.run("align", config) as run_id:
+    with store.run("align", config, atomic=True) as run_id:
         corpora.ensure_builtin(store, run_id, options.corpus)
         if not store.query("SELECT emotion FROM emotion_ratings LIMIT 1").num_rows:
             corpora.store_ratings(store, run_id, corpora.load_ratings())  # for the example SQL

@@ -61,7 +61,26 @@ DeviceOption = Annotated[str, typer.Option("--device", help="cpu, cuda or mps.")
 @app.command("run")
 def run_command(
     model: ModelOption = DEFAULT_MODEL,
+    models_: Annotated[
+        str | None,
+        typer.Option(
+            "--models", help="Several models in turn, e.g. smollm2-135m-instruct,gemma-3-270m."
+        ),
+    ] = None,
     layers: Annotated[str, typer.Option("--layers", help="'all' or e.g. 4,8,10.")] = "all",
+    config: Annotated[
+        str | None,
+        typer.Option(
+            "--config", help="SAE config (YAML file or preset); default: the model's preset."
+        ),
+    ] = None,
+    train: Annotated[
+        bool, typer.Option("--train/--no-train", help="Train SAEs at the config's layers.")
+    ] = True,
+    sae_tokens: Annotated[
+        int | None,
+        typer.Option("--sae-tokens", help="Training tokens per SAE (default: the config's)."),
+    ] = None,
     dtype: DtypeOption = "auto",
     device: DeviceOption = "cpu",
     force: Annotated[
@@ -69,22 +88,46 @@ def run_command(
         typer.Option(
             "--force",
             help="Rerun a stage done before on the same inputs (repeatable): stories, "
-            "vectors, geometry, align, steer, patch, compare, or all.",
+            "vectors, geometry, train, align, steer, patch, compare, or all.",
         ),
     ] = None,
     db: DbOption = DEFAULT_DB,
     out: OutOption = DEFAULT_OUT,
 ) -> None:
-    """Run the main job on a model (stages done before on the same inputs are skipped)."""
+    """Run the main job on one model or several (stages done before on the same inputs are
+    skipped)."""
     from saefeatures import stages
 
-    result = pipeline.run(pipeline.Workspace(db, out), model, layers, dtype, device,
-                          stages.check_force(force or []))  # fmt: skip
-    described = result["model"]
-    present.print_rows(["fact", "value"], described.items(), title=f"model {described['model']}")
+    names = [name.strip() for name in models_.split(",") if name.strip()] if models_ else [model]
+    result = pipeline.run(pipeline.Workspace(db, out), names, layers, dtype, device,
+                          stages.check_force(force or []), config, train, sae_tokens)  # fmt: skip
+    for done in result["models"]:
+        _print_model_run(done)
+    if "skipped" in result["comparisons"]:
+        print(f"comparisons skipped: {result['comparisons']['skipped']}")
+    with pipeline.Workspace(db, out).open_store(read_only=True) as store:
+        present.print_rows(["table", "rows"], store.table_counts(), title="store tables")
+    present.print_rows(
+        ["model", "stage", "part", "status", "seconds"],
+        ([t["model"], t["stage"], t["part"], t["status"], f"{t['seconds']:.1f}"]
+         for t in result["timings"]),
+        title="stages (skipped: done before on the same inputs; --force STAGE reruns)",
+    )  # fmt: skip
+    print(f"run {result['run_id']}: database {db}, figures under {out}")
+    print(f"report: {result['report']['path']} (open it in a browser)")
+    print("try:")
+    for query in pipeline.EXAMPLE_QUERIES:
+        print(f'  saefeatures sql "{query}"')
+
+
+def _print_model_run(done: dict) -> None:
+    """What the main job did for one model."""
+    described = done["model"]
+    name = described["model"]
+    present.print_rows(["fact", "value"], described.items(), title=f"model {name}")
     present.print_rows(
         ["layer", "resid_post shape", "mean norm"],
-        result["residuals"],
+        done["residuals"],
         title=f"residual stream on: {pipeline.SAMPLE_PROMPT}",
     )
     present.print_rows(
@@ -92,44 +135,36 @@ def run_command(
         (
             [corpus, b["layer"], f"{b['rel_depth']:.2f}", f"{b['pearson_r']:.3f}",
              f"[{b['ci_low']:.2f}, {b['ci_high']:.2f}]", f"{b['q_value']:.3g}"]
-            for corpus, b in result["geometry"].items()
+            for corpus, b in done["geometry"].items()
         ),
-        title="geometry of the denoised emotion vectors",
+        title=f"geometry of the denoised emotion vectors ({name})",
     )  # fmt: skip
-    if result["alignment"]:
+    trained = done["training"]
+    if "skipped" in trained:
+        print(f"SAE training skipped: {trained['skipped']}")
+    else:
+        saes = trained["saes"]
+        present.print_rows(list(saes[0]), (row.values() for row in saes), title="SAEs trained")
+    if done["alignment"]:
         present.print_rows(
             ["layer", "corpus", "SAE", "best |cos| > random p99", "> shuffled p99", "UMAP"],
-            result["alignment"],
+            done["alignment"],
             title="emotion vectors aligned with SAE features",
         )
     else:
-        print("no SAE at these layers yet: `saefeatures train --layer 10`, then run again")
-    steered = result["steering"]
+        print("no SAE at these layers: pass --config to train one, or `saefeatures load`")
+    steered = done["steering"]
     present.print_rows(
         list(steered["summary"][0]),
         (row.values() for row in steered["summary"]),
         title=f"steering at layer {steered['layer']} with the {steered['corpus']} vectors",
     )
-    patched = result["patching"]
+    patched = done["patching"]
     if "skipped" in patched:
         print(f"patching skipped: {patched['skipped']}")
     else:
         for title, columns, rows in patching.tables(patched["summary"]):
             present.print_rows(columns, rows, title=f"patching ({patched['pairs']} pairs): {title}")
-    if "skipped" in result["comparisons"]:
-        print(f"comparisons skipped: {result['comparisons']['skipped']}")
-    with pipeline.Workspace(db, out).open_store(read_only=True) as store:
-        present.print_rows(["table", "rows"], store.table_counts(), title="store tables")
-    present.print_rows(
-        ["stage", "part", "status", "seconds"],
-        ([t["stage"], t["part"], t["status"], f"{t['seconds']:.1f}"] for t in result["timings"]),
-        title="stages (skipped: done before on the same inputs; --force STAGE reruns)",
-    )
-    print(f"run {result['run_id']}: database {db}, figures under {out}")
-    print(f"report: {result['report']['path']} (open it in a browser)")
-    print("try:")
-    for query in pipeline.EXAMPLE_QUERIES:
-        print(f'  saefeatures sql "{query}"')
 
 
 @models_app.callback(invoke_without_command=True)

@@ -185,7 +185,7 @@ def compare(store: Store, out: Path, options: CompareOptions) -> dict[str, Any]:
             "nothing to compare yet: steer at both levels (`saefeatures steer`) or run two "
             "models (`saefeatures run --model NAME`)"
         )
-    with store.run("compare", {"models": names, "corpus": options.corpus}) as run_id:
+    with store.run("compare", {"models": names, "corpus": options.corpus}, atomic=True) as run_id:
         by_model: dict[str, list[dict]] = {}
         for row in rows:
             by_model.setdefault(row["model"], []).append({"run_id": run_id, **row})

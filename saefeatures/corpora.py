@@ -60,6 +60,13 @@ def all_emotions() -> list[str]:
     return read_lines(project_data("corpora") / "emotions_all.txt")
 
 
+def _is_file(spec: str) -> bool:
+    try:
+        return Path(spec).is_file()
+    except OSError:  # a long a,b,c list is too long to be a file name
+        return False
+
+
 def emotion_list(spec: str) -> list[str]:
     """`default`, `all`, a file with one word per line, or `a,b,c`; unknown words are refused."""
     known = all_emotions()
@@ -67,13 +74,13 @@ def emotion_list(spec: str) -> list[str]:
         return known
     if spec == "default":
         return read_lines(project_data("corpora") / "emotions_default.txt")
-    path = Path(spec)
-    words = read_lines(path) if path.is_file() else [w.strip() for w in spec.split(",")]
+    words = read_lines(Path(spec)) if _is_file(spec) else [w.strip() for w in spec.split(",")]
     words = list(dict.fromkeys(word for word in words if word))
     unknown = [word for word in words if word not in set(known)]
     if unknown:
+        shown = ", ".join(word if word.isprintable() else repr(word) for word in unknown)
         raise SaefeaturesError(
-            f"unknown emotion word(s): {', '.join(unknown)}; use words of the shipped "
+            f"unknown emotion word(s): {shown}; use words of the shipped "
             "171-word list, or 'default', 'all', or a file with one word per line"
         )
     if not words:
@@ -89,25 +96,37 @@ def load_ratings(path: Path | None = None) -> Ratings:
     valence: dict[str, float] = {}
     arousal: dict[str, float] = {}
     source: dict[str, str] = {}
-    with source_path.open(newline="") as handle:
-        reader = csv.DictReader(handle)
-        required = {"emotion", "valence", "arousal"}
-        if not reader.fieldnames or not required <= set(reader.fieldnames):
-            raise SaefeaturesError(
-                f"{source_path} needs a header with columns emotion, valence, arousal"
-            )
-        for line, row in enumerate(reader, start=2):
-            try:
-                v, a = float(row["valence"]), float(row["arousal"])
-            except (TypeError, ValueError):
+    try:
+        with source_path.open(newline="", encoding="utf-8-sig") as handle:
+            reader = csv.DictReader(handle)
+            required = {"emotion", "valence", "arousal"}
+            if not reader.fieldnames or not required <= set(reader.fieldnames):
                 raise SaefeaturesError(
-                    f"{source_path} line {line}: valence and arousal must be numbers"
-                ) from None
-            if not (math.isfinite(v) and math.isfinite(a)):
-                raise SaefeaturesError(f"{source_path} line {line}: ratings must be finite")
-            emotion = row["emotion"].strip()
-            valence[emotion], arousal[emotion] = v, a
-            source[emotion] = row.get("source") or str(source_path.name)
+                    f"{source_path} needs a header with columns emotion, valence, arousal"
+                )
+            for row in reader:
+                line = reader.line_num
+                try:
+                    v, a = float(row["valence"]), float(row["arousal"])
+                except (TypeError, ValueError):
+                    raise SaefeaturesError(
+                        f"{source_path} line {line}: valence and arousal must be numbers"
+                    ) from None
+                if not (math.isfinite(v) and math.isfinite(a)):
+                    raise SaefeaturesError(f"{source_path} line {line}: ratings must be finite")
+                emotion = (row["emotion"] or "").strip()
+                if not emotion:
+                    raise SaefeaturesError(f"{source_path} line {line}: the emotion is empty")
+                valence[emotion], arousal[emotion] = v, a
+                source[emotion] = row.get("source") or str(source_path.name)
+    except UnicodeDecodeError:
+        raise SaefeaturesError(
+            f"ratings file {source_path} is not UTF-8 text; save it as UTF-8"
+        ) from None
+    except csv.Error as error:
+        raise SaefeaturesError(
+            f"ratings file {source_path} is not readable CSV ({error}); fix the file"
+        ) from None
     if not valence:
         raise SaefeaturesError(f"ratings file {source_path} has no rows")
     return Ratings(valence, arousal, source)
@@ -139,11 +158,8 @@ def read_jsonl(path: Path) -> list[Passage]:
     if not path.is_file():
         raise SaefeaturesError(f"corpus file {path} does not exist")
     passages: list[Passage] = []
-    with path.open() as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            passages.extend(_passages_of_line(path, number, line))
+    for number, line in jsonl.numbered_lines(path, "corpus file"):
+        passages.extend(_passages_of_line(path, number, line))
     if not passages:
         raise SaefeaturesError(f"corpus file {path} is empty: no passages found")
     return passages
@@ -288,9 +304,18 @@ def import_corpus(store: Store, source: str, name: str) -> int:
     """`saefeatures corpus import`: a JSONL file or `hf:DATASET`, validated whole first."""
     if name in BUILTIN:
         raise SaefeaturesError(f"{name!r} is a built-in corpus name; choose another --name")
+    if not name.strip():
+        raise SaefeaturesError("the corpus --name is empty; give the corpus a name")
+    for what, value in (("--name", name), ("source", source)):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:  # non-UTF-8 bytes on the command line
+            raise SaefeaturesError(
+                f"the {what} {value!r} is not UTF-8 text; use UTF-8 names and paths"
+            ) from None
     from_hub = source.startswith("hf:")
     passages = read_hf_dataset(source[3:]) if from_hub else read_jsonl(Path(source))
-    with store.run("corpus import", {"source": source, "name": name}) as run_id:
+    with store.run("corpus import", {"source": source, "name": name}, atomic=True) as run_id:
         return write_corpus(store, run_id, name, "import", source, passages)
 
 

@@ -341,7 +341,7 @@ def draw(store: Store, out: Path, options: UmapOptions) -> dict[str, Any]:
     points = {"model": model, "sae_id": sae_id, "layer": options.layer, "corpus": options.corpus,
               "kind": kinds, "label": labels, "x": coordinates[:, 0], "y": coordinates[:, 1],
               "colour": colour, "hover": hover, "title": title}  # fmt: skip
-    with store.run("umap", asdict(options)) as run_id:
+    with store.run("umap", asdict(options), atomic=True) as run_id:
         store.replace("feature_map_points", {"sae_id": sae_id, "corpus": options.corpus},
                       _columns(points, run_id))  # fmt: skip
     return {

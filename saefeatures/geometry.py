@@ -143,9 +143,12 @@ def logit_lens(
 
 def analyze(store: Store, out: Path, options: GeometryOptions) -> dict[str, object]:
     """The geometry stage for one model and corpus, both vector methods."""
+    models.check_options(options.dtype, options.device)
     spec = models.resolve(options.model)
     if options.n_resamples < 100:
         raise SaefeaturesError(f"--resamples must be >= 100, got {options.n_resamples}")
+    if options.seed < 0:
+        raise SaefeaturesError(f"--seed must be >= 0, got {options.seed}")
     sets = {m: read_vectors(store, spec.name, options.corpus, m) for m in ("raw", "denoised")}
     ratings = corpora.load_ratings(options.ratings)
     emotions = sets["denoised"].emotions
@@ -163,7 +166,7 @@ def analyze(store: Store, out: Path, options: GeometryOptions) -> dict[str, obje
     n_layers = models.shape_of(spec)["n_layers"]
 
     config = {**asdict(options), "model": spec.name, "ratings": str(options.ratings or "shipped")}
-    with store.run("geometry", config) as run_id:
+    with store.run("geometry", config, atomic=True) as run_id:
         corpora.store_ratings(store, run_id, ratings)
         geometry, pairs = [], []
         for method, vs in sets.items():

@@ -118,6 +118,11 @@ def resolve(name: str) -> ModelSpec:
                 f"{path} has no config.json; a local model directory needs config.json, "
                 "weights (*.safetensors) and tokenizer files"
             )
+        if not any(path.glob("*.safetensors")):
+            raise SaefeaturesError(
+                f"{path} has no *.safetensors weights; only safetensors are loaded (pickled "
+                ".bin/.pt files can run code): save the model with save_pretrained() first"
+            )
         return ModelSpec(name=str(path.resolve()), source="local", reference=str(path.resolve()))
     if name.count("/") == 1 and not name.startswith((".", "/", "~")):
         return ModelSpec(name=name, source="huggingface", reference=name)
@@ -361,7 +366,12 @@ def _load_hf(
 ) -> tuple[Any, Any]:
     try:
         tokenizer = AutoTokenizer.from_pretrained(location)
-        model = AutoModelForCausalLM.from_pretrained(location, dtype=dtype) if weights else None
+        # Weights come from safetensors only: a pickled .bin can run code when loaded.
+        model = (
+            AutoModelForCausalLM.from_pretrained(location, dtype=dtype, use_safetensors=True)
+            if weights
+            else None
+        )
     except Exception as error:  # transformers raises many types for one cause: unusable files
         detail = " ".join(str(error).split())[:300]
         if spec.source == "embedded":

@@ -51,9 +51,8 @@ def read_pairs(path: Path | None = None) -> list[Pair]:
     if not path.is_file():
         raise SaefeaturesError(f"pairs file {path} does not exist")
     pairs = []
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
-        if line.strip():
-            pairs.append(_pair_of_line(f"{path} line {number}", line))
+    for number, line in jsonl.numbered_lines(path, "pairs file"):
+        pairs.append(_pair_of_line(f"{path} line {number}", line))
     if not pairs:
         raise SaefeaturesError(f"pairs file {path} holds no pairs")
     ids = [pair.id for pair in pairs]

@@ -71,7 +71,7 @@ def patch(store: Store, out: Path, options: PatchOptions) -> dict[str, Any]:
     sae_rows = _feature_saes(store, spec.name, options)
     config = {**asdict(options), "model": spec.name, "pairs": str(options.pairs or "shipped"),
               "saes": [row["sae_id"] for row in sae_rows]}  # fmt: skip
-    with store.run("patch", config) as run_id:
+    with store.run("patch", config, atomic=True) as run_id:
         model = models.load(spec.name, dtype=options.dtype, device=options.device)
         scores = {name: reply_scores.make(model, name) for name in reply_scores.SCORES}
         saes = [(row, loading.read_saelens(Path(row["path"]), options.device))

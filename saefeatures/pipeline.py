@@ -1,19 +1,20 @@
 """The main job (`saefeatures run`): every stage in order, each writing to the store.
 
-Today the job registers the model and shows its residual stream on a sample
-prompt; has the model write emotion stories (instruct models only); builds
-contrast vectors from the template passages and from those stories; analyses
-their geometry; aligns the vectors with the model's SAEs already in the store,
-with a UMAP of each; steers with the directions (and the aligned features where
-an SAE is aligned); patches the first good- and bad-news situations; compares
-what the store allows; and writes the HTML report. Each capability joins here as
-it lands, so that `make demo` always runs the whole pipeline there is.
+For each model in turn the job registers it and shows its residual stream on a
+sample prompt; has it write emotion stories (instruct models only); builds contrast
+vectors from the template passages and from those stories; analyses their geometry;
+trains SAEs at the SAE config's layers; aligns the vectors with every SAE of the model
+at the chosen layers, with a UMAP of each; steers with the directions (and the aligned
+features where an SAE is aligned); and patches the first good- and bad-news
+situations. Then it compares what the store allows, across the models too, and writes
+the HTML report. Each capability joins here as it lands, so that `make demo` always
+runs the whole pipeline there is.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -28,12 +29,14 @@ from saefeatures import (
     patching,
     reply_scores,
     report,
+    sae,
     stages,
     steering,
     stories,
     vectors,
 )
 from saefeatures.errors import SaefeaturesError
+from saefeatures.sae import config as sae_presets
 from saefeatures.store import Store
 
 SAMPLE_PROMPT = "I just got accepted into my dream PhD program today!"
@@ -70,72 +73,121 @@ def register_model(store: Store, run_id: str, model: models.LoadedModel) -> dict
 
 
 def run(
-    workspace: Workspace, model_name: str, layers: str, dtype: str, device: str,
-    force: frozenset[str] = frozenset(),
+    workspace: Workspace, model_names: list[str], layers: str, dtype: str, device: str,
+    force: frozenset[str] = frozenset(), sae_config: str | None = None, train: bool = True,
+    sae_tokens: int | None = None,
 ) -> dict[str, Any]:  # fmt: skip
-    """Run the pipeline for one model and return what it did, for printing.
+    """Run the pipeline for each model in turn, then compare them and write the report;
+    return what it did, for printing.
 
-    Every option is checked before the store is opened, so bad input changes nothing.
-    Each stage is skipped when it already ran on the same inputs (see `stages`), unless
-    `force` names it.
+    Every option of every model is checked before the store is opened, so bad input
+    changes nothing. Each stage is skipped when it already ran on the same inputs (see
+    `stages`), unless `force` names it.
     """
     models.check_options(dtype, device)
-    spec = models.resolve(model_name)
-    chosen = activations.select_layers(layers, models.shape_of(spec)["n_layers"], spec.name)
+    if not model_names:
+        raise SaefeaturesError("no model given: pass --model NAME or --models a,b")
+    training = (
+        sae.TrainOptions(config=sae_config, tokens=sae_tokens, dtype=dtype, device=device)
+        if train
+        else None
+    )
+    plans = [_plan(name, layers, training) for name in model_names]
     workspace.out.mkdir(parents=True, exist_ok=True)
-    config = {"model": spec.name, "layers": chosen, "dtype": dtype, "device": device,
-              "force": sorted(force)}  # fmt: skip
+    config = {"models": [plan.spec.name for plan in plans], "layers": layers, "dtype": dtype,
+              "device": device, "force": sorted(force), "sae_config": sae_config,
+              "train": train, "sae_tokens": sae_tokens}  # fmt: skip
     with workspace.open_store() as store, store.run("run", config) as run_id:
         stage = stages.Stages(store, run_id, force)
-        model = models.load(model_name, dtype=dtype, device=device)
-        described = register_model(store, run_id, model)
-        model_key = stages.content_key("model", {**described, "run_id": None}, [])
-        batch = model.encode([model.format_prompt(SAMPLE_PROMPT)], chat_formatted=True)
-        acts = activations.harvest(model, batch, chosen)
-        job = Job(stage, store, workspace, model, model_key, chosen, layers, dtype, device)
-        vector_keys, best = _representations(job)
-        aligned, sae_keys = _align_with_registered_saes(job, vector_keys)
-        corpus = list(vector_keys)[-1]
-        sae_layers = sorted({row[0] for row in aligned})
-        steered, _ = stage(
-            "steer",
-            corpus,
-            {"layers": chosen, "dtype": dtype},
-            [vector_keys[corpus], *sae_keys],
-            _steer,
-            job,
-            sae_layers,
-            corpus,
-        )
-        patched, _ = stage(
-            "patch",
-            spec.name,
-            {"situations": DEMO_SITUATIONS, "dtype": dtype},
-            [model_key, *sae_keys],
-            _patch,
-            job,
-        )
-        compared, _ = stage("compare", "all models", {}, [_results_digest(store)], _compare,
+        done = [_run_model(stage, store, workspace, plan, layers, dtype, device) for plan in plans]
+        stage.model = "all models"
+        compared, _ = stage("compare", "", {}, [_results_digest(store)], _compare,
                             store, workspace)  # fmt: skip
     with workspace.open_store(read_only=True) as store:
         reported = stage.timed("report", REPORT_NAME, report.write, store,
                                workspace.out / REPORT_NAME)  # fmt: skip
+    return {"run_id": run_id, "models": done, "comparisons": compared, "report": reported,
+            "timings": stage.timings}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class ModelPlan:
+    """One model's part of a run, checked before anything runs: its layers and SAE training
+    (options, or why the job trains none)."""
+
+    spec: models.ModelSpec
+    layers: list[int]
+    training: sae.TrainOptions | str
+
+
+def _plan(name: str, layers: str, training: sae.TrainOptions | None) -> ModelPlan:
+    spec = models.resolve(name)
+    chosen = activations.select_layers(layers, models.shape_of(spec)["n_layers"], spec.name)
+    if training is None:
+        return ModelPlan(spec, chosen, "SAE training is off (--no-train)")
+    return ModelPlan(spec, chosen, _training(spec, chosen, replace(training, model=spec.name)))
+
+
+def _training(
+    spec: models.ModelSpec, chosen: list[int], training: sae.TrainOptions
+) -> sae.TrainOptions | str:
+    """Train at the SAE config's layers among the chosen ones: the model's preset unless
+    `--config` names another. A model without a preset trains none (unless asked)."""
+    if training.config is None and sae_presets.preset_path(None, spec.slug) is None:
+        return f"no SAE preset for {spec.name}; pass --config FILE to train in the job"
+    configured = sae.plan_training(training).layers
+    wanted = [layer for layer in configured if layer in chosen]
+    if not wanted:
+        return f"the SAE config trains layers {configured}, none of them among --layers"
+    options = replace(training, layers=",".join(map(str, wanted)))
+    sae.plan_training(options)  # every check of the train command, now
+    return options
+
+
+def _run_model(
+    stage: stages.Stages, store: Store, workspace: Workspace, plan: ModelPlan, layers: str,
+    dtype: str, device: str,
+) -> dict[str, Any]:  # fmt: skip
+    """Every stage of one model, in order."""
+    stage.model = plan.spec.name
+    model = models.load(plan.spec.name, dtype=dtype, device=device)
+    described = register_model(store, stage.run_id, model)
+    model_key = stages.content_key("model", {**described, "run_id": None}, [])
+    batch = model.encode([model.format_prompt(SAMPLE_PROMPT)], chat_formatted=True)
+    acts = activations.harvest(model, batch, plan.layers)
+    job = Job(stage, store, workspace, model, model_key, plan.layers, layers, dtype, device)
+    vector_keys, best = _representations(job)
+    trained = _train_stage(job, plan.training)
+    aligned, sae_keys = _align_with_registered_saes(job, vector_keys)
+    corpus = list(vector_keys)[-1]
+    sae_layers = sorted({row[0] for row in aligned})
+    steered, _ = stage("steer", f"{plan.spec.name}, {corpus}", {"layers": plan.layers,
+                       "dtype": dtype}, [vector_keys[corpus], *sae_keys], _steer, job,
+                       sae_layers, corpus)  # fmt: skip
+    patched, _ = stage("patch", plan.spec.name, {"situations": DEMO_SITUATIONS, "dtype": dtype},
+                       [model_key, *sae_keys], _patch, job)  # fmt: skip
     residuals = [
         (layer, tuple(act.shape), float(act.float().norm(dim=-1).mean()))
         for layer, act in acts.items()
     ]
-    return {
-        "run_id": run_id,
-        "model": described,
-        "residuals": residuals,
-        "geometry": best,
-        "alignment": aligned,
-        "steering": steered,
-        "patching": patched,
-        "comparisons": compared,
-        "report": reported,
-        "timings": stage.timings,
-    }
+    return {"model": described, "residuals": residuals, "training": trained, "geometry": best,
+            "alignment": aligned, "steering": steered, "patching": patched}  # fmt: skip
+
+
+def _train_stage(job: Job, training: sae.TrainOptions | str) -> dict[str, Any]:
+    """Train the planned SAEs (resuming or skipping what is trained), or say why none."""
+    if isinstance(training, str):
+        return {"skipped": training}
+    planned = sae.plan_training(training)
+    config = {"sae_ids": sorted(planned.ids.values()), "device": job.device}
+    summary, _ = job.stage("train", f"{planned.spec.name}, layers {planned.layers}", config,
+                           [job.model_key], _train, job, training)  # fmt: skip
+    return summary
+
+
+def _train(job: Job, training: sae.TrainOptions) -> dict[str, Any]:
+    done = sae.train(job.store, job.workspace.out, training)
+    return {"saes": done["saes"], "train_seconds": done.get("train_seconds")}
 
 
 @dataclass(frozen=True)
@@ -233,12 +285,9 @@ def _steer(job: Job, sae_layers: list[int], corpus: str) -> dict[str, Any]:
 def _align_with_registered_saes(
     job: Job, vector_keys: dict[str, str]
 ) -> tuple[list[list[Any]], list[str]]:
-    """Align and map every corpus's vectors with the model's SAEs at the chosen layers;
-    the rows to print and the stages' keys.
-
-    SAE training is not part of the job yet (about 20 minutes per layer on 2 cores), so
-    this runs for SAEs trained or loaded before: `saefeatures train --layer 10` first.
-    """
+    """Align and map every corpus's vectors with the model's SAEs at the chosen layers
+    (trained by the job or trained and loaded before); the rows to print and the stages'
+    keys."""
     model = job.model.spec.name
     found = job.store.query(
         "SELECT layer, sae_id, path FROM saes WHERE model = ? AND hook = 'blocks.' || layer || "
@@ -246,13 +295,14 @@ def _align_with_registered_saes(
         [model],
     ).to_pylist()
     rows, keys = [], []
-    for sae in (sae for sae in found if sae["layer"] in job.layers):
+    for found_sae in (row for row in found if row["layer"] in job.layers):
+        layer = found_sae["layer"]
         for corpus, vector_key in vector_keys.items():
-            options = alignment.AlignOptions(sae["layer"], model, corpus=corpus, dtype=job.dtype,
+            options = alignment.AlignOptions(layer, model, corpus=corpus, dtype=job.dtype,
                                              device=job.device)  # fmt: skip
-            done, key = job.stage("align", f"layer {sae['layer']}, {corpus}", asdict(options),
-                                  [vector_key, sae["sae_id"], sae["path"]], _align, job,
-                                  options)  # fmt: skip
+            done, key = job.stage("align", f"layer {layer}, {corpus}", asdict(options),
+                                  [vector_key, found_sae["sae_id"], found_sae["path"]], _align,
+                                  job, options)  # fmt: skip
             rows += done
             keys.append(key)
     return rows, keys
@@ -265,7 +315,7 @@ def _align(job: Job, options: alignment.AlignOptions) -> list[list[Any]]:
         feature_map.UmapOptions(options.layer, options.model, corpus=options.corpus),
     )  # fmt: skip
     return [
-        [options.layer, options.corpus, sae["sae_id"], f"{sae['fraction_above_null']:.0%}",
-         f"{sae['fraction_above_shuffled_null']:.0%}", figure["files"][0]]
-        for sae in result["saes"]
+        [options.layer, options.corpus, row["sae_id"], f"{row['fraction_above_null']:.0%}",
+         f"{row['fraction_above_shuffled_null']:.0%}", figure["files"][0]]
+        for row in result["saes"]
     ]  # fmt: skip

@@ -67,7 +67,9 @@ class Score:
         logprobs = torch.log_softmax(kept[:, :width], dim=-1).view(
             -1, *targets.shape, kept.shape[-1]
         )
-        picked = logprobs.gather(-1, targets.to(kept.device)[None, ..., None]).squeeze(-1)
+        # One index per prompt: gather does not broadcast, a [1, ...] index reads prompt 0 only.
+        index = targets.to(kept.device)[None, ..., None].expand(len(logprobs), -1, -1, -1)
+        picked = logprobs.gather(-1, index).squeeze(-1)
         totals = (picked * real.to(kept.device)).sum(-1)
         return totals[:, list(self.positive)].mean(-1) - totals[:, list(self.negative)].mean(-1)
 

@@ -27,7 +27,7 @@ from saefeatures import __version__
 from saefeatures.errors import SaefeaturesError
 from saefeatures.store import Store
 
-NAMES = ("stories", "vectors", "geometry", "align", "steer", "patch", "compare")
+NAMES = ("stories", "vectors", "geometry", "train", "align", "steer", "patch", "compare")
 
 
 def check_force(names: list[str]) -> frozenset[str]:
@@ -66,6 +66,7 @@ class Stages:
     store: Store
     run_id: str
     force: frozenset[str] = frozenset()
+    model: str = ""  # whose stages run now, for the timing table
     timings: list[dict[str, Any]] = field(default_factory=list)
 
     def __call__(
@@ -83,14 +84,15 @@ class Stages:
         row = {"run_id": self.run_id, "stage": stage, "part": part, "key": key,
                "status": status, "seconds": seconds, "summary": json.dumps(summary)}  # fmt: skip
         self.store.insert("stage_runs", {name: [value] for name, value in row.items()})
-        self.timings.append({"stage": stage, "part": part, "status": status, "seconds": seconds})
+        self.timings.append({"model": self.model, "stage": stage, "part": part,
+                             "status": status, "seconds": seconds})  # fmt: skip
         return summary, key
 
     def timed(self, stage: str, part: str, work: Callable[..., Any], *args: Any) -> Any:
         """A step that always runs (e.g. the report): timed, not recorded in the store."""
         started = time.perf_counter()
         result = work(*args)
-        self.timings.append({"stage": stage, "part": part, "status": "ran",
+        self.timings.append({"model": self.model, "stage": stage, "part": part, "status": "ran",
                              "seconds": time.perf_counter() - started})  # fmt: skip
         return result
 

@@ -208,6 +208,7 @@ def steer(store: Store, out: Path, options: SteerOptions) -> dict[str, Any]:
     layer = options.layer if options.layer is not None else round(n_layers / 3)
     layer = activations.select_layers(str(layer), n_layers, spec.name)[0]
     scales = parse_scales(options.scales)
+    gen_scale = interventions.check_scale(options.gen_scale)
     emotions = corpora.emotion_list(options.emotions)
     vector_set = read_vectors(store, spec.name, options.corpus, options.method)
     missing = [e for e in emotions if e not in vector_set.emotions]
@@ -225,7 +226,7 @@ def steer(store: Store, out: Path, options: SteerOptions) -> dict[str, Any]:
     )
     config = {**asdict(options), "model": spec.name, "layer": layer, "scales": scales,
               "emotions": emotions, "sae": sae_row and sae_row["sae_id"]}  # fmt: skip
-    with store.run("steer", config) as run_id:
+    with store.run("steer", config, atomic=True) as run_id:
         model = models.load(spec.name, dtype=options.dtype, device=options.device)
         neutral = [p.text for p in corpora.read_corpus(store, "neutral")]
         norm = interventions.mean_residual_norm(model, neutral, [layer])[layer]
@@ -239,7 +240,6 @@ def steer(store: Store, out: Path, options: SteerOptions) -> dict[str, Any]:
         prompt = model.format_prompt(QUESTION, ANSWER)
         batch = word_batch(model, prompt, emotions)
         rows = _word_rows(model, batch, levers, layer, scales, emotions)
-        gen_scale = interventions.check_scale(options.gen_scale)
         rows += _generation_rows(model, prompt, levers, layer, gen_scale, axis, options)
         table = pa.Table.from_pylist(
             [{"run_id": run_id, "model": spec.name, "layer": layer, **row} for row in rows]

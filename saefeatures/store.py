@@ -104,6 +104,7 @@ class Store:
     def __init__(self, path: Path, read_only: bool = False) -> None:
         self.path = Path(path)
         self.read_only = read_only
+        self._in_transaction = False
         self.con = _connect(self.path, read_only)
         try:
             self._check_and_migrate()
@@ -168,13 +169,22 @@ class Store:
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
-        """All or nothing: an exception (or Ctrl-C) inside rolls every write back."""
+        """All or nothing: an exception (or Ctrl-C) inside rolls every write back.
+
+        Inside another transaction (e.g. an atomic run's) it is part of that one: DuckDB
+        has no nested transactions, and the outermost commits or rolls back the lot."""
+        if self._in_transaction:
+            yield
+            return
         self.con.execute("BEGIN TRANSACTION")
+        self._in_transaction = True
         try:
             yield
         except BaseException:
+            self._in_transaction = False
             self.con.execute("ROLLBACK")
             raise
+        self._in_transaction = False
         self.con.execute("COMMIT")
 
     def insert(self, table: str, rows: pa.Table | dict[str, Any]) -> int:
@@ -202,8 +212,14 @@ class Store:
         return inserted
 
     @contextmanager
-    def run(self, command: str, config: dict[str, Any]) -> Iterator[str]:
-        """Record a run: `running` now, then `ok` or `failed` with the error."""
+    def run(self, command: str, config: dict[str, Any], atomic: bool = False) -> Iterator[str]:
+        """Record a run: `running` now, then `ok` or `failed` with the error.
+
+        An `atomic` run's writes land in one transaction with its `ok`, or none do: an
+        error, Ctrl-C or a killed process leaves nothing but the run's row (`failed`, at the
+        latest on the next open). Without `atomic`, writes commit as they are made: for
+        runs that keep their finished steps on purpose (story batches, the job's stages).
+        """
         run_id = uuid.uuid4().hex[:12]
         self.con.execute(
             "INSERT INTO runs (run_id, command, config, package_version, git_revision, host, "
@@ -220,11 +236,16 @@ class Store:
             ],
         )
         try:
-            yield run_id
+            if atomic:
+                with self.transaction():
+                    yield run_id
+                    self._finish(run_id, "ok", None)
+            else:
+                yield run_id
+                self._finish(run_id, "ok", None)
         except BaseException as error:
             self._finish(run_id, "failed", _one_line(error) or type(error).__name__)
             raise
-        self._finish(run_id, "ok", None)
 
     def _finish(self, run_id: str, status: str, error: str | None) -> None:
         self.con.execute(

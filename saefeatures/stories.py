@@ -11,6 +11,7 @@ an uninterrupted one.
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import asdict, dataclass
 
@@ -128,6 +129,14 @@ def generate(store: Store, options: StoryOptions) -> dict[str, object]:
         raise SaefeaturesError(f"{options.name!r} is a built-in corpus name; choose another --name")
     if options.batch_size < 1 or options.max_new_tokens < 16:
         raise SaefeaturesError("--batch-size must be >= 1 and --max-new-tokens >= 16")
+    if options.stories_per_topic < 1:
+        raise SaefeaturesError(f"--stories-per-topic must be >= 1, got {options.stories_per_topic}")
+    if not (math.isfinite(options.temperature) and options.temperature > 0):
+        raise SaefeaturesError(
+            f"--temperature must be a finite number above 0, got {options.temperature}"
+        )
+    if not -(2**63) <= options.seed < 2**63:  # torch's seeds are 64-bit
+        raise SaefeaturesError(f"--seed must fit in 64 bits (|seed| < 2**63), got {options.seed}")
     if not getattr(models.load_tokenizer(options.model), "chat_template", None):
         raise SaefeaturesError(
             f"{spec.name} has no chat template; story generation needs an instruct model"
@@ -136,8 +145,8 @@ def generate(store: Store, options: StoryOptions) -> dict[str, object]:
     batches = [
         planned[i : i + options.batch_size] for i in range(0, len(planned), options.batch_size)
     ]
+    done = _finished_batches(store, options.name, config)
     with store.run("corpus generate", config) as run_id:
-        done = _finished_batches(store, options.name, config)
         model = models.load(options.model, dtype=options.dtype, device=options.device)
         with Progress(transient=True) as progress:
             task = progress.add_task("writing stories", total=len(batches), completed=len(done))

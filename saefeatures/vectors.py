@@ -22,6 +22,8 @@ from saefeatures.errors import SaefeaturesError
 from saefeatures.models import LoadedModel
 from saefeatures.store import Store
 
+MAX_TOKENS = 512  # passages are cut here
+
 
 @dataclass(frozen=True)
 class Pooled:
@@ -39,7 +41,7 @@ def pool_passages(
     layers: list[int],
     offset: int,
     batch_size: int = 8,
-    max_tokens: int = 512,
+    max_tokens: int = MAX_TOKENS,
 ) -> Pooled:
     """Mean-pool every passage from token `offset` on, at every layer, one forward per batch.
 
@@ -165,6 +167,27 @@ class VectorOptions:
     device: str = "cpu"
 
 
+def _check_offset(options: VectorOptions, groups: dict[str, list[str]]) -> None:
+    """Each group keeps a passage with a token at or past the offset: the check that
+    `pool_passages` makes, done with the tokenizer alone before the run starts."""
+    tokenizer = models.load_tokenizer(options.model)
+    longest = {
+        name: max(min(len(ids), MAX_TOKENS) for ids in tokenizer(texts)["input_ids"])
+        for name, texts in groups.items()
+    }
+    short = [name for name, length in longest.items() if length <= options.offset]
+    if len(short) == len(longest):
+        raise SaefeaturesError(
+            f"offset {options.offset} is longer than every passage; pass a smaller --offset "
+            f"(the longest passage has {max(longest.values())} tokens)"
+        )
+    if short:
+        raise SaefeaturesError(
+            f"every passage of {', '.join(short)} is shorter than --offset {options.offset}; "
+            "pass a smaller --offset"
+        )
+
+
 def extract(store: Store, options: VectorOptions) -> dict[str, object]:
     """The vectors stage: raw and denoised contrast vectors for every layer, into the store.
 
@@ -177,14 +200,17 @@ def extract(store: Store, options: VectorOptions) -> dict[str, object]:
         raise SaefeaturesError(f"--offset must be >= 0, got {options.offset}")
     if not 0 < options.denoise_var < 1:
         raise SaefeaturesError(f"--denoise-var must be in (0, 1), got {options.denoise_var}")
+    if options.batch_size < 1:
+        raise SaefeaturesError(f"--batch-size must be >= 1, got {options.batch_size}")
     emotions = corpora.emotion_list(options.emotions)
     grouped = corpora.by_emotion(corpora.read_corpus(store, options.corpus), emotions)
     neutral = [p.text for p in corpora.read_corpus(store, "neutral")]
+    _check_offset(options, {**grouped, "the neutral corpus": neutral})
     texts = [text for emotion in emotions for text in grouped[emotion]]
     labels = [emotion for emotion in emotions for _ in grouped[emotion]]
 
     config = {**asdict(options), "model": spec.name, "layers": layers, "emotions": emotions}
-    with store.run("vectors", config) as run_id:
+    with store.run("vectors", config, atomic=True) as run_id:
         for name in (options.corpus, "neutral"):
             corpora.ensure_builtin(store, run_id, name)
         model = models.load(options.model, dtype=options.dtype, device=options.device)

@@ -6,7 +6,7 @@ than the neutral reply "Okay." after the clean prompt than after the corrupted o
 between good and bad news (1: higher after every good news than after any bad news;
 0.5: no separation). Then the
 two scores of `reply_scores` (anchors and the chosen replies) with their AUROC and sign
-accuracy. Run: python scripts/choose_replies.py [--model M] [--dtype D] [--limit N]
+accuracy. Run: python scripts/choose_replies.py [--model M] [--dtype D] [--skip N] [--limit N]
 """
 
 from __future__ import annotations
@@ -32,9 +32,14 @@ def main() -> None:
     parser.add_argument("--model", default="smollm2-135m-instruct")
     parser.add_argument("--dtype", default="auto")
     parser.add_argument("--limit", type=int, default=None, help="first N situations")
+    parser.add_argument("--skip", type=int, default=0, help="leave out the first N situations")
     args = parser.parse_args()
     model = models.load(args.model, dtype=args.dtype)
-    pairs = patch_analysis.first_situations(patch_analysis.read_pairs(), args.limit)
+    pairs = patch_analysis.read_pairs()
+    if args.skip:
+        chosen_on = {pair.id for pair in patch_analysis.first_situations(pairs, args.skip)}
+        pairs = [pair for pair in pairs if pair.id not in chosen_on]
+    pairs = patch_analysis.first_situations(pairs, args.limit)
     good = np.array([pair.condition == "good" for pair in pairs])
     candidates = [text for group in CANDIDATES.values() for text in group]
     scores = {text: reply_scores.replies_score(model, (text,), (NEUTRAL,)) for text in candidates}

@@ -91,15 +91,40 @@ def _stage_lines(stdout: str) -> list[tuple[str, str]]:
     """(stage, status) rows of the printed stage table."""
     table = stdout[stdout.index("stages (skipped") :]
     return [
-        (cells[0], cells[2])
+        (cells[1], cells[3])
         for line in table.splitlines()
-        if len(cells := [c.strip() for c in line.strip("│ ").split("│")]) == 4
-        and cells[2] in ("ran", "skipped")
+        if len(cells := [c.strip() for c in line.strip("│ ").split("│")]) == 5
+        and cells[3] in ("ran", "skipped")
     ]
 
 
 def _between(text: str, start: str, end: str) -> str:
     return text[text.index(start) : text.index(end)]
+
+
+def test_run_trains_saes_for_several_models_then_compares_them(
+    tmp_path, tiny_llama_dir, tiny_gemma_dir
+):
+    env = {"SAEFEATURES_DB": str(tmp_path / "w.duckdb"), "SAEFEATURES_OUT": str(tmp_path / "o")}
+    both = f"{tiny_llama_dir},{tiny_gemma_dir}"
+    args = ("run", "--models", both, "--layers", "1,3", "--config", "tiny", "--dtype", "float32")
+    result = run_cli(*args, env=env)
+    assert result.code == 0, result.stderr
+    with Store(tmp_path / "w.duckdb", read_only=True) as store:
+        saes = store.query("SELECT model, layer FROM saes ORDER BY model").to_pylist()
+        aligned = store.query("SELECT DISTINCT model, layer FROM alignment_summary").to_pylist()
+        compared = store.query("SELECT DISTINCT model FROM comparisons").num_rows
+    trained = sorted((row["model"], row["layer"]) for row in saes)
+    assert trained == sorted([(str(tiny_llama_dir), 1), (str(tiny_gemma_dir), 1)])
+    # the SAEs the job trained are the ones it aligned
+    assert sorted((row["model"], row["layer"]) for row in aligned) == trained
+    assert compared >= 1
+    stages_run = _stage_lines(result.stdout)
+    assert stages_run.count(("train", "ran")) == 2 and ("compare", "ran") in stages_run
+    again = run_cli(*args, env=env)
+    assert again.code == 0, again.stderr
+    assert ("train", "skipped") in _stage_lines(again.stdout)
+    assert ("train", "ran") not in _stage_lines(again.stdout)
 
 
 def test_run_aligns_with_an_sae_already_in_the_store(populated_workspace):
@@ -134,6 +159,12 @@ def test_unknown_dtype_device_and_stage(db, tiny_llama_dir):
     assert_user_error(run_cli("run", "--device", "tpu", "--db", str(db)), "cpu, cuda, mps")
     assert_user_error(run_cli("run", "--force", "umap", "--db", str(db)), "unknown stage umap",
                       "geometry")  # fmt: skip
+    assert_user_error(run_cli("run", "--sae-tokens", "0", "--db", str(db)), "training_tokens")
+    assert_user_error(run_cli("run", "--config", "nope", "--db", str(db)), "SAE config nope")
+    assert_user_error(run_cli("run", "--models", ",", "--db", str(db)), "no model given")
+    assert_user_error(  # the second model is checked before the first one runs
+        run_cli("run", "--models", f"{tiny_llama_dir},gpt-17", "--db", str(db)), "unknown model"
+    )
     assert _digest(db) == before
 
 

@@ -84,6 +84,20 @@ def test_resolve_rejects_unknown_names_and_bare_directories(tmp_path):
     assert models.resolve("Qwen/Qwen2.5-3B-Instruct").source == "huggingface"
 
 
+def test_only_safetensors_weights_are_loaded(tmp_path, tiny_llama_dir):
+    """A local model whose weights are a pickle (.bin) is refused before anything loads."""
+    pickled = tmp_path / "pickled"
+    shutil.copytree(tiny_llama_dir, pickled)
+    for weights in pickled.glob("*.safetensors"):
+        state = AutoModelForCausalLM.from_pretrained(tiny_llama_dir).state_dict()
+        torch.save(state, pickled / "pytorch_model.bin")
+        weights.unlink()
+    assert (pickled / "pytorch_model.bin").is_file()
+    with pytest.raises(SaefeaturesError, match=r"only safetensors are loaded"):
+        models.resolve(str(pickled))
+    assert_user_error(run_cli("models", "info", str(pickled)), "no *.safetensors weights")
+
+
 def test_plain_prompt_for_base_models(tiny_llama_dir):
     model = models.load(str(tiny_llama_dir))
     assert not model.is_chat

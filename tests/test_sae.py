@@ -425,6 +425,32 @@ def test_unknown_key_in_a_config_file(tmp_path):
         sae_config.load(str(path), "x")
 
 
+def test_a_config_file_cannot_point_the_dataset_outside_the_workspace(tmp_path, monkeypatch):
+    """A dataset named in a config file resolves against its folder and stays in it (or
+    in the working directory); --dataset on the command line is not limited."""
+    monkeypatch.chdir(tmp_path)
+    shared = tmp_path / "configs"
+    shared.mkdir()
+    (shared / "text.txt").write_text("some text\n")
+    (tmp_path / "elsewhere").mkdir()
+    outside = tmp_path.parent / f"{tmp_path.name}-outside.txt"
+    outside.write_text("a file of the machine\n")
+    (shared / "link.txt").symlink_to(outside)
+    path = shared / "c.yaml"
+
+    def dataset_of(spec: str, overrides: dict | None = None) -> str | None:
+        path.write_text(yaml.safe_dump({"dataset": spec}))
+        return sae_config.load(str(path), "x", overrides)[0].dataset
+
+    assert dataset_of("text.txt") == str(shared / "text.txt")  # beside the config
+    assert dataset_of("../elsewhere") == str(tmp_path / "elsewhere")  # the working directory
+    assert dataset_of("default") == "default"
+    for escape in (str(outside), "../../" + outside.name, "link.txt"):
+        with pytest.raises(SaefeaturesError, match="outside the config's folder"):
+            dataset_of(escape)
+    assert dataset_of(str(outside), {"dataset": str(outside)}) == str(outside)
+
+
 def test_bad_sae_folders_are_refused(tiny_llama_dir, tmp_path):
     db = tmp_path / "w.duckdb"
     wide = save_sae(tmp_path / "wide", "blocks.1.hook_resid_post", 128)

@@ -136,3 +136,22 @@ def test_read_only_store_refuses_writes_and_file_access(tmp_path):
         with pytest.raises(SaefeaturesError, match="SQL error"):
             store.query(f"COPY runs TO '{tmp_path / 'out.csv'}'")
     assert not (tmp_path / "out.csv").exists()
+
+
+def test_an_atomic_run_lands_whole_with_its_ok_or_not_at_all(tmp_path):
+    with Store(tmp_path / "s.duckdb") as store:
+        with pytest.raises(KeyboardInterrupt), store.run("cut", {}, atomic=True) as cut:
+            store.insert("passages", _passages(3, run_id=cut))
+            with store.transaction():  # part of the run's transaction
+                store.insert("corpora", {"run_id": [cut], "corpus": ["c"], "kind": ["import"],
+                                         "n_passages": [3]})  # fmt: skip
+            raise KeyboardInterrupt
+        with store.run("whole", {}, atomic=True) as whole:
+            store.insert("passages", _passages(2, run_id=whole))
+            with store.transaction():
+                store.insert("passages", _passages(1, run_id=whole).set_column(
+                    2, "passage_id", pa.array([7])))  # fmt: skip
+        status = dict(store.con.execute("SELECT run_id, status FROM runs").fetchall())
+        owners = store.con.execute("SELECT run_id, count(*) FROM passages GROUP BY 1").fetchall()
+        assert store.query("SELECT count(*) AS n FROM corpora")["n"][0].as_py() == 0
+    assert status == {cut: "failed", whole: "ok"} and owners == [(whole, 3)]

@@ -14,6 +14,7 @@ from saefeatures.sae.api import (
     evaluate,
     list_saes,
     load,
+    plan_training,
     train,
 )
 
@@ -24,5 +25,6 @@ __all__ = [
     "evaluate",
     "list_saes",
     "load",
+    "plan_training",
     "train",
 ]

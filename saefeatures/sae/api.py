@@ -122,6 +122,11 @@ def plan_training(options: TrainOptions) -> Plan:
     return Plan(spec, cfg, source, layers, d_in, d_sae, hooks, ids)
 
 
+def _run_dir(out: Path, plan: Plan, layers: list[int]) -> Path:
+    """Where training these layers together keeps its checkpoint until their SAEs are saved."""
+    return out / "sae-runs" / f"{model_tag(plan.spec)}-{plan.cfg.digest(plan.spec.name, layers)}"
+
+
 def _registered(store: Store, ids: list[str]) -> set[str]:
     if not ids:
         return set()
@@ -185,7 +190,7 @@ def train(store: Store, out: Path, options: TrainOptions, on_step: Any = None) -
         "device": options.device,
         "sae_ids": list(plan.ids.values()),
     }
-    with store.run("train", config) as run_id:
+    with store.run("train", config, atomic=True) as run_id:
         if options.restart:
             for sae_id in plan.ids.values():
                 shutil.rmtree(sae_dir(out, sae_id), ignore_errors=True)
@@ -205,8 +210,7 @@ def train(store: Store, out: Path, options: TrainOptions, on_step: Any = None) -
         holder = _ModelHolder(options.model, cfg.dtype, options.device)
         trained: dict[str, Any] = {}
         if to_train and data is not None:
-            run_key = cfg.digest(plan.spec.name, to_train)
-            run_dir = out / "sae-runs" / f"{model_tag(plan.spec)}-{run_key}"
+            run_dir = _run_dir(out, plan, to_train)
             if options.restart:
                 shutil.rmtree(run_dir, ignore_errors=True)
             source = ActivationSource(
@@ -257,6 +261,8 @@ def train(store: Store, out: Path, options: TrainOptions, on_step: Any = None) -
                 if result.lm_seconds
                 else None,
             }
+        else:  # the SAEs saved by a run killed before it removed its checkpoint: remove it now
+            shutil.rmtree(_run_dir(out, plan, plan.layers), ignore_errors=True)
         metrics = {}
         if to_register and data is not None:
             metrics = _evaluate_and_register(
@@ -435,7 +441,7 @@ def evaluate(store: Store, out: Path, options: EvaluateOptions) -> dict[str, Any
     path = Path(row["path"])
     sae = loading.read_saelens(path, options.device)
     config = {**asdict(options), "model": row["model"], "dataset": dataset}
-    with store.run("evaluate", config) as run_id:
+    with store.run("evaluate", config, atomic=True) as run_id:
         model = models.load(row["model"], dtype=dtype, device=options.device)
         loading.check_fit(model, int(sae.cfg.d_in), row["hook"])
         data = text.prepare(dataset, model.tokenizer, context_size, holdout)
@@ -545,7 +551,7 @@ def load(store: Store, out: Path, options: LoadOptions) -> dict[str, Any]:
     digest = hashlib.sha256(f"{kind}:{source}:{hook}:{spec.name}".encode()).hexdigest()[:8]
     sae_id = f"{model_tag(spec)}-L{layer}-{_short_hook(hook)}-{architecture}{d_sae}-{kind}-{digest}"
     config = {**asdict(options), "model": spec.name, "hook": hook, "sae_id": sae_id}
-    with store.run("load", config) as run_id:
+    with store.run("load", config, atomic=True) as run_id:
         sae.cfg.metadata.hook_name = hook
         sae.cfg.metadata.model_name = spec.name
         folder = sae_dir(out, sae_id)

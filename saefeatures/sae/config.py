@@ -32,7 +32,7 @@ _NOT_IDENTITY = {"layers", "eval_tokens", "eval_batch_size", "checkpoint_every_t
 class SaeConfig(BaseModel):
     """One SAE training configuration (all layers of a run share it)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     layers: list[int] | Literal["all"] | None = Field(
         None, description="default layers when the command names none"
@@ -187,6 +187,28 @@ def preset_path(config: str | Path | None, model_slug: str) -> Path | None:
     )
 
 
+def _dataset_within(spec: str, config_file: Path) -> str:
+    """A local dataset named inside a config file, resolved against the file's folder.
+
+    It must lie in that folder or the working directory (symlinks followed), so that a
+    config someone shares cannot make the job read other files of the machine; a path
+    typed on the command line (`--dataset`) is the user's own choice and is not limited.
+    """
+    from saefeatures.sae import text
+
+    named = Path(spec).expanduser()
+    resolved = (named if named.is_absolute() else config_file.parent / named).resolve()
+    if spec == text.DEFAULT_DATASET or (not resolved.exists() and text.is_hub_name(spec)):
+        return spec
+    roots = (config_file.parent.resolve(), Path.cwd().resolve())
+    if not any(resolved.is_relative_to(root) for root in roots):
+        raise SaefeaturesError(
+            f"SAE config {config_file} names dataset {spec}, outside the config's folder and "
+            "the working directory; move the data there or pass it with --dataset PATH"
+        )
+    return str(resolved)
+
+
 def _one_line(error: ValidationError, source: str) -> str:
     parts = []
     for item in error.errors():
@@ -231,14 +253,25 @@ def load(
     values: dict[str, Any] = {}
     if path is not None:
         try:
-            loaded = yaml.safe_load(path.read_text())
+            loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except UnicodeDecodeError:
+            raise SaefeaturesError(
+                f"SAE config {path} is not UTF-8 text; save it as UTF-8"
+            ) from None
         except yaml.YAMLError as error:
             first = " ".join(str(error).split())[:200]
             raise SaefeaturesError(f"SAE config {path} is not valid YAML: {first}") from None
+        except RecursionError:
+            raise SaefeaturesError(f"SAE config {path} is nested too deeply to read") from None
         if loaded is not None and not isinstance(loaded, dict):
             raise SaefeaturesError(f"SAE config {path} must be a mapping of keys to values")
+        if loaded and not all(isinstance(key, str) for key in loaded):
+            keys = ", ".join(repr(key) for key in loaded if not isinstance(key, str))
+            raise SaefeaturesError(f"SAE config {path}: keys must be names, not {keys}")
         values = dict(loaded or {})
     overrides = {key: value for key, value in (overrides or {}).items() if value is not None}
+    if path is not None and "dataset" not in overrides and isinstance(values.get("dataset"), str):
+        values["dataset"] = _dataset_within(values["dataset"], path)
     if "architecture" in overrides:
         # Switching architecture on the command line drops the file's sparsity knob
         # of the other kind (k for topk/batchtopk, a coefficient for standard/jumprelu).
