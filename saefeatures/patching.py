@@ -230,11 +230,15 @@ def summarize(
         return summary
     pair_ids = list(profile)
     by_layer = np.array([profile[pair_id] for pair_id in pair_ids])
-    layer, depth, effect = patch_analysis.peaks(np.nan_to_num(by_layer, nan=-np.inf))
     swept_rows = {row["pair_id"]: row for row in score_rows if row["score_name"] == swept}
-    condition = np.array([swept_rows[pair_id]["condition"] for pair_id in pair_ids])
+    # A pair whose clean and corrupted scores are equal has no normalized effect (0 / 0):
+    # it has no peak and stays out of the correlation, but still takes the flip test.
+    defined = ~np.isnan(by_layer).all(axis=1)
+    layer, depth, effect = patch_analysis.peaks(np.nan_to_num(by_layer[defined], nan=-np.inf))
+    kept = [pair_id for pair_id, keep in zip(pair_ids, defined, strict=True) if keep]
+    condition = np.array([swept_rows[pair_id]["condition"] for pair_id in kept])
     gap = np.array([swept_rows[p]["clean_score"] - swept_rows[p]["corrupted_score"]
-                    for p in pair_ids])  # fmt: skip
+                    for p in kept])  # fmt: skip
     summary["peaks"] = {
         c: {"n": int((condition == c).sum()), "layers": layer[condition == c].tolist(),
             "depths": depth[condition == c].tolist(), "effects": effect[condition == c].tolist(),

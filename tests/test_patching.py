@@ -200,6 +200,25 @@ def test_peaks_flips_and_correlation_on_a_hand_made_set():
     assert sep["good"] == {"n": 4, "right": 4, "mean": pytest.approx(1.625)}
 
 
+def test_a_pair_without_a_gap_has_no_peak_and_leaves_the_correlation_defined():
+    """clean == corrupted makes every normalized effect 0 / 0: that pair is left out of the
+    peaks and the correlation (it once turned the whole correlation into n/a)."""
+    effects = {"a-bad": [0.0, -1.0, -0.5], "b-bad": [0.0, -2.0, -1.0], "c-bad": [0.0, -1.0, -3.0],
+               "d-bad": [0.0, 0.1, 0.2], "a-good": [0.0, 1.0, 0.5]}  # fmt: skip
+    gaps = {"a-bad": -1.0, "b-bad": -4.0, "c-bad": -3.0, "d-bad": 0.0, "a-good": 1.0}
+    score_rows, sweep_rows = _rows(effects, {**gaps, "d-bad": 1.0})
+    for row in score_rows:  # d-bad: the clean prompt scores exactly as the corrupted one
+        row["clean_score"] = gaps[row["pair_id"]]
+    for row in sweep_rows:
+        if row["pair_id"] == "d-bad":
+            row["normalized"] = float("nan")
+    bad = patching.summarize(score_rows, sweep_rows, n_layers=3, swept="anchors")["peaks"]["bad"]
+    assert bad["n"] == 3 and bad["layers"] == [1, 1, 2]
+    assert bad["effects"] == pytest.approx([1.0, 0.5, 1.0])
+    expected = np.corrcoef([1.0, 0.5, 1.0], [-1.0, -4.0, -3.0])[0, 1]
+    assert bad["correlation"]["r"] == pytest.approx(expected)
+
+
 def test_sign_summary_counts_the_right_sign_per_condition():
     summary = patch_analysis.sign_summary(["good", "good", "bad", "bad"], [1.0, -1.0, -2.0, 0.0])
     assert summary == {"good": {"n": 2, "right": 1, "mean": 0.0},
