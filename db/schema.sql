@@ -365,3 +365,189 @@ CREATE TABLE stage_runs (
     summary  JSON,
     finished TIMESTAMP NOT NULL DEFAULT current_timestamp
 );
+
+-- version 8: the validation experiments (`saefeatures validate ...`), each at the direction
+-- and the feature level; their direction-vs-feature summaries go to `comparisons`.
+
+-- retrieval on unseen text: per emotion, how well its split-half vector (direction) or its
+-- top-k aligned features (features) rank its own held-out passages among the candidates
+CREATE TABLE retrieval_results (
+    run_id            VARCHAR NOT NULL,
+    model             VARCHAR NOT NULL,
+    corpus            VARCHAR NOT NULL,
+    split             VARCHAR NOT NULL,  -- passage or topic
+    layer             INTEGER NOT NULL,
+    level             VARCHAR NOT NULL CHECK (level IN ('direction', 'features')),
+    sae_id            VARCHAR,           -- features only
+    k                 INTEGER,           -- features only: top-k aligned features summed
+    emotion           VARCHAR NOT NULL,
+    n_relevant        INTEGER NOT NULL,  -- the emotion's held-out passages
+    n_candidates      INTEGER NOT NULL,  -- every text but the emotion's training passages
+    precision_at_10   DOUBLE NOT NULL,
+    average_precision DOUBLE NOT NULL,
+    chance            DOUBLE NOT NULL,   -- n_relevant / n_candidates
+    p_value           DOUBLE NOT NULL    -- shuffled-label null of average precision
+);
+
+CREATE TABLE retrieval_top_passages (
+    run_id          VARCHAR NOT NULL,
+    model           VARCHAR NOT NULL,
+    corpus          VARCHAR NOT NULL,
+    split           VARCHAR NOT NULL,
+    layer           INTEGER NOT NULL,
+    level           VARCHAR NOT NULL,
+    sae_id          VARCHAR,
+    k               INTEGER,
+    emotion         VARCHAR NOT NULL,
+    rank            INTEGER NOT NULL,
+    part            VARCHAR NOT NULL CHECK (part IN ('held-out', 'training', 'neutral')),
+    source_corpus   VARCHAR NOT NULL,   -- join passages on (source_corpus, passage_id)
+    passage_id      INTEGER NOT NULL,
+    passage_emotion VARCHAR,
+    relevant        BOOLEAN NOT NULL,
+    score           DOUBLE NOT NULL
+);
+
+-- behaviour under steering: P(unethical option) of each pressure scenario, asked in both
+-- option orders, unsteered (level 'none', scale 0) and under each emotion's direction or
+-- its top-k aligned features at each scale
+CREATE TABLE behaviour_results (
+    run_id      VARCHAR NOT NULL,
+    model       VARCHAR NOT NULL,
+    layer       INTEGER NOT NULL,  -- the steered layer
+    level       VARCHAR NOT NULL CHECK (level IN ('none', 'direction', 'features')),
+    emotion     VARCHAR,
+    k           INTEGER,           -- features only
+    scale       DOUBLE NOT NULL,   -- x the layer's mean residual norm
+    scenario_id VARCHAR NOT NULL,
+    category    VARCHAR,
+    swapped     BOOLEAN NOT NULL,  -- options presented in the other order
+    unethical   VARCHAR NOT NULL,  -- the unethical option's letter as presented
+    p_unethical DOUBLE NOT NULL,   -- softmax over the A/B logits after "("
+    p_a         DOUBLE NOT NULL
+);
+
+-- per condition: means over scenarios (each the mean of its two orders), 95 % bootstrap
+-- intervals over scenarios; shift = steered - unsteered, paired by scenario
+CREATE TABLE behaviour_summary (
+    run_id        VARCHAR NOT NULL,
+    model         VARCHAR NOT NULL,
+    layer         INTEGER NOT NULL,
+    level         VARCHAR NOT NULL,
+    emotion       VARCHAR,
+    k             INTEGER,
+    scale         DOUBLE NOT NULL,
+    scenarios     INTEGER NOT NULL,
+    p_unethical   DOUBLE NOT NULL,
+    ci_low        DOUBLE NOT NULL,
+    ci_high       DOUBLE NOT NULL,
+    shift         DOUBLE NOT NULL,
+    shift_ci_low  DOUBLE NOT NULL,
+    shift_ci_high DOUBLE NOT NULL,
+    p_a           DOUBLE NOT NULL   -- mean P(A) over both orders: the position bias
+);
+
+-- preferences: "Would you prefer to (A) ... or (B) ...?" for a seeded sample of ordered
+-- pairs of activities, unsteered (level 'none') and steered on one activity's tokens
+CREATE TABLE preference_comparisons (
+    run_id          VARCHAR NOT NULL,
+    model           VARCHAR NOT NULL,
+    layer           INTEGER NOT NULL,  -- the steered layer
+    level           VARCHAR NOT NULL CHECK (level IN ('none', 'direction', 'features')),
+    emotion         VARCHAR,
+    k               INTEGER,
+    scale           DOUBLE NOT NULL,
+    target          VARCHAR,           -- the steered activity
+    first_activity  VARCHAR NOT NULL,  -- option (A)
+    second_activity VARCHAR NOT NULL,  -- option (B)
+    logit_diff      DOUBLE NOT NULL,   -- logit of A minus logit of B after "("
+    p_first         DOUBLE NOT NULL    -- softmax over the two letters
+);
+
+-- Bradley-Terry fit of the unsteered comparisons (logistic regression with a first-position
+-- term), in Elo points (1500 + 400 log10 strength), 95 % bootstrap interval over pairs
+CREATE TABLE preference_scores (
+    run_id      VARCHAR NOT NULL,
+    model       VARCHAR NOT NULL,
+    activity    VARCHAR NOT NULL,
+    category    VARCHAR NOT NULL,
+    comparisons INTEGER NOT NULL,
+    strength    DOUBLE NOT NULL,  -- natural-log BT strength, centred
+    elo         DOUBLE NOT NULL,
+    ci_low      DOUBLE NOT NULL,
+    ci_high     DOUBLE NOT NULL
+);
+
+-- per layer and emotion: correlation over activities of the vector's projection on the
+-- activity's tokens (mean over its positions and prompts) with the activity's Elo
+CREATE TABLE preference_correlations (
+    run_id       VARCHAR NOT NULL,
+    model        VARCHAR NOT NULL,
+    layer        INTEGER NOT NULL,
+    emotion      VARCHAR NOT NULL,
+    activities   INTEGER NOT NULL,
+    pearson_r    DOUBLE NOT NULL,
+    spearman_r   DOUBLE NOT NULL,
+    ci_low       DOUBLE,           -- 95 % bootstrap over activities, of pearson_r
+    ci_high      DOUBLE
+);
+
+-- steering one activity's tokens: its Elo refitted with its comparisons steered
+CREATE TABLE preference_steering (
+    run_id      VARCHAR NOT NULL,
+    model       VARCHAR NOT NULL,
+    layer       INTEGER NOT NULL,
+    level       VARCHAR NOT NULL CHECK (level IN ('direction', 'features')),
+    emotion     VARCHAR NOT NULL,
+    k           INTEGER,
+    scale       DOUBLE NOT NULL,
+    activity    VARCHAR NOT NULL,
+    elo_base    DOUBLE NOT NULL,
+    elo_steered DOUBLE NOT NULL,
+    shift       DOUBLE NOT NULL
+);
+
+-- the quantity test: each prompt's final-token read-out, each family's trend with the
+-- quantity (Spearman rho, permutation p over the quantity order), and the mean over families
+CREATE TABLE quantity_scores (
+    run_id   VARCHAR NOT NULL,
+    model    VARCHAR NOT NULL,
+    family   VARCHAR NOT NULL,
+    quantity DOUBLE NOT NULL,
+    layer    INTEGER NOT NULL,
+    level    VARCHAR NOT NULL CHECK (level IN ('direction', 'features')),
+    sae_id   VARCHAR,
+    k        INTEGER,
+    emotion  VARCHAR NOT NULL,
+    value    DOUBLE NOT NULL  -- projection on the direction, or signed summed activation
+);
+
+CREATE TABLE quantity_results (
+    run_id       VARCHAR NOT NULL,
+    model        VARCHAR NOT NULL,
+    family       VARCHAR NOT NULL,
+    stakes       VARCHAR NOT NULL CHECK (stakes IN ('rise', 'fall')),
+    layer        INTEGER NOT NULL,
+    level        VARCHAR NOT NULL CHECK (level IN ('direction', 'features')),
+    sae_id       VARCHAR,
+    k            INTEGER,
+    emotion      VARCHAR NOT NULL,
+    n_quantities INTEGER NOT NULL,
+    spearman_rho DOUBLE,  -- with log-quantity; NULL when the read-out is constant
+    danger_rho   DOUBLE,  -- the same, signed so that > 0 means rising with danger
+    p_value      DOUBLE   -- two-sided, quantity order permuted
+);
+
+CREATE TABLE quantity_summary (
+    run_id          VARCHAR NOT NULL,
+    model           VARCHAR NOT NULL,
+    layer           INTEGER NOT NULL,
+    level           VARCHAR NOT NULL CHECK (level IN ('direction', 'features')),
+    sae_id          VARCHAR,
+    k               INTEGER,
+    emotion         VARCHAR NOT NULL,
+    families        INTEGER NOT NULL,  -- families with a defined rho
+    families_rising INTEGER NOT NULL,  -- of those, with danger_rho > 0
+    mean_danger_rho DOUBLE,
+    p_value         DOUBLE             -- two-sided, order permuted within every family
+);

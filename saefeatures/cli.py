@@ -35,9 +35,14 @@ app = typer.Typer(
 models_app = typer.Typer(help="The model registry: list, inspect, convert.")
 db_app = typer.Typer(help="The DuckDB store.", no_args_is_help=True)
 corpus_app = typer.Typer(help="Text corpora: list, show, import.", no_args_is_help=True)
+validate_app = typer.Typer(
+    help="The original study's validation experiments, with directions and SAE features.",
+    no_args_is_help=True,
+)
 app.add_typer(models_app, name="models")
 app.add_typer(db_app, name="db")
 app.add_typer(corpus_app, name="corpus")
+app.add_typer(validate_app, name="validate")
 
 DbOption = Annotated[
     Path, typer.Option("--db", envvar=DB_ENV, help="DuckDB file of the workspace.")
@@ -81,6 +86,10 @@ def run_command(
         int | None,
         typer.Option("--sae-tokens", help="Training tokens per SAE (default: the config's)."),
     ] = None,
+    sae_overrides: Annotated[
+        list[str] | None,
+        typer.Option("--sae-set", help="KEY=VALUE override of the SAE config (repeatable)."),
+    ] = None,
     dtype: DtypeOption = "auto",
     device: DeviceOption = "cpu",
     force: Annotated[
@@ -88,7 +97,7 @@ def run_command(
         typer.Option(
             "--force",
             help="Rerun a stage done before on the same inputs (repeatable): stories, "
-            "vectors, geometry, train, align, steer, patch, compare, or all.",
+            "vectors, geometry, train, align, steer, patch, validate, compare, or all.",
         ),
     ] = None,
     db: DbOption = DEFAULT_DB,
@@ -100,7 +109,8 @@ def run_command(
 
     names = [name.strip() for name in models_.split(",") if name.strip()] if models_ else [model]
     result = pipeline.run(pipeline.Workspace(db, out), names, layers, dtype, device,
-                          stages.check_force(force or []), config, train, sae_tokens)  # fmt: skip
+                          stages.check_force(force or []), config, train, sae_tokens,
+                          tuple(sae_overrides or ()))  # fmt: skip
     for done in result["models"]:
         _print_model_run(done)
     if "skipped" in result["comparisons"]:
@@ -165,6 +175,9 @@ def _print_model_run(done: dict) -> None:
     else:
         for title, columns, rows in patching.tables(patched["summary"]):
             present.print_rows(columns, rows, title=f"patching ({patched['pairs']} pairs): {title}")
+    for name, outcome in done["validation"].items():
+        said = outcome.get("skipped") or f"in the store, run {outcome['run_id']}"
+        print(f"validate {name}: {said}")
 
 
 @models_app.callback(invoke_without_command=True)
@@ -731,6 +744,206 @@ def report_command(
         result = report.write(store, output)
     print(f"report: {result['path']} ({len(result['sections'])} sections, "
           f"{result['figures']} figures)")  # fmt: skip
+
+
+# -- validation experiments (saefeatures.retrieval, saefeatures.quantity) ---------------
+
+LevelOption = Annotated[str, typer.Option("--level", help="direction, features or both.")]
+TopKOption = Annotated[int, typer.Option("--top-k", help="Aligned features summed per emotion.")]
+PermutationsOption = Annotated[int, typer.Option("--permutations", help="Null draws.")]
+ReadoutLayersOption = Annotated[
+    str, typer.Option("--layers", help="'all' (every layer with vectors) or e.g. 4,8,10.")
+]
+MethodOption = Annotated[str, typer.Option("--method", help="denoised or raw vectors.")]
+BatchOption = Annotated[int, typer.Option("--batch-size")]
+SeedOption = Annotated[int, typer.Option("--seed")]
+
+
+@validate_app.command("retrieval")
+def validate_retrieval(
+    model: ModelOption = DEFAULT_MODEL,
+    corpus: CorpusOption = "templates",
+    emotions: Annotated[
+        str | None, typer.Option("--emotions", help="a,b,c or a file; default: all with vectors.")
+    ] = None,
+    layers: ReadoutLayersOption = "all",
+    level: LevelOption = "both",
+    split: Annotated[str, typer.Option("--split", help="passage or topic (seeded halves).")] = (
+        "passage"
+    ),
+    method: MethodOption = "denoised",
+    sae_id: SaeOption = None,
+    top_k: TopKOption = 10,
+    permutations: PermutationsOption = 1000,
+    batch_size: BatchOption = 8,
+    seed: SeedOption = 0,
+    dtype: DtypeOption = "auto",
+    device: DeviceOption = "cpu",
+    db: DbOption = DEFAULT_DB,
+) -> None:
+    """Vectors from half a corpus rank the other half and neutral text: P@10, MAP, null."""
+    from saefeatures import retrieval
+
+    options = retrieval.RetrievalOptions(
+        model, corpus, emotions, layers, level, method, sae_id, top_k, permutations, batch_size,
+        seed, dtype, device, split=split,
+    )  # fmt: skip
+    with pipeline.Workspace(db, DEFAULT_OUT).open_store() as store:
+        result = retrieval.retrieve(store, options)
+    summary = retrieval.summarize(result["results"])
+    present.print_rows(list(summary[0]), (row.values() for row in summary),
+                       title=f"retrieval on unseen text ({result['model']}, "
+                       f"{result['candidates']} candidates)")  # fmt: skip
+    print(f"run {result['run_id']}: per-emotion rows in retrieval_results, the top passages "
+          "in retrieval_top_passages")  # fmt: skip
+
+
+@validate_app.command("quantity")
+def validate_quantity(
+    model: ModelOption = DEFAULT_MODEL,
+    prompts: Annotated[
+        Path | None,
+        typer.Option("--prompts", help="JSONL families; default: corpora/quantity.jsonl."),
+    ] = None,
+    corpus: CorpusOption = "templates",
+    emotions: EmotionsOption = "afraid,calm,desperate,relieved,panicked,safe,happy,sad",
+    layers: ReadoutLayersOption = "all",
+    level: LevelOption = "both",
+    method: MethodOption = "denoised",
+    sae_id: SaeOption = None,
+    top_k: TopKOption = 10,
+    permutations: PermutationsOption = 1000,
+    batch_size: BatchOption = 16,
+    seed: SeedOption = 0,
+    dtype: DtypeOption = "auto",
+    device: DeviceOption = "cpu",
+    db: DbOption = DEFAULT_DB,
+) -> None:
+    """As only a number in a prompt rises, does afraid rise and calm fall? Spearman, null."""
+    from saefeatures import quantity
+
+    options = quantity.QuantityOptions(
+        model, corpus, emotions, layers, level, method, sae_id, top_k, permutations, batch_size,
+        seed, dtype, device, prompts=prompts,
+    )  # fmt: skip
+    with pipeline.Workspace(db, DEFAULT_OUT).open_store() as store:
+        result = quantity.run_test(store, options)
+    rows = quantity.summarize(result["summary"])
+    present.print_rows(list(rows[0]), (row.values() for row in rows),
+                       title=f"the quantity test ({result['model']}, {result['prompts']} prompts; "
+                       "direction: its strongest layer)")  # fmt: skip
+    print(f"run {result['run_id']}: per family in quantity_results, over families in "
+          "quantity_summary, read-outs in quantity_scores")  # fmt: skip
+
+
+# -- validation experiments (saefeatures.preferences, saefeatures.behaviour) ------------
+
+SteerLayerOption = Annotated[
+    int | None, typer.Option("--layer", help="Steered layer; default: a third of the depth.")
+]
+ScalesOption = Annotated[
+    str, typer.Option("--scales", help="Comma-separated, x the layer's mean residual norm.")
+]
+ResamplesOption = Annotated[int, typer.Option("--resamples", help="Bootstrap resamples.")]
+
+
+@validate_app.command("behaviour")
+def validate_behaviour(
+    model: ModelOption = DEFAULT_MODEL,
+    layer: SteerLayerOption = None,
+    level: LevelOption = "both",
+    emotions: Annotated[str, typer.Option("--emotions", help="Steering emotions, a,b,c.")] = (
+        "desperate,calm,afraid,happy"
+    ),
+    scales: ScalesOption = "0.1,0.2",
+    top_k: TopKOption = 20,
+    scenarios: Annotated[
+        Path | None,
+        typer.Option("--scenarios", help="JSONL: id, scenario, option_a, option_b, unethical."),
+    ] = None,
+    corpus: CorpusOption = "templates",
+    method: Annotated[str, typer.Option("--method", help="denoised or raw vectors.")] = "denoised",
+    sae_id: SaeOption = None,
+    resamples: ResamplesOption = 1000,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    batch_size: Annotated[int, typer.Option("--batch-size")] = 16,
+    dtype: DtypeOption = "auto",
+    device: DeviceOption = "cpu",
+    db: DbOption = DEFAULT_DB,
+) -> None:
+    """P(unethical option) of pressure scenarios, unsteered and steered with emotions."""
+    from saefeatures import behaviour
+
+    options = behaviour.BehaviourOptions(
+        model, layer, level, emotions, scales, top_k, corpus, method, sae_id, resamples, seed,
+        batch_size, dtype, device, scenarios,
+    )  # fmt: skip
+    with pipeline.Workspace(db, DEFAULT_OUT).open_store() as store:
+        result = behaviour.behaviour(store, options)
+    columns = ["level", "emotion", "k", "scale", "p_unethical", "ci_low", "ci_high", "shift",
+               "shift_ci_low", "shift_ci_high", "p_a"]  # fmt: skip
+    present.print_rows(columns, ([row[c] for c in columns] for row in result["summary"]),
+                       title=f"behaviour of {result['model']} steered at layer {result['layer']} "
+                       f"({result['scenarios']} scenarios x 2 orders)")  # fmt: skip
+    print(f"run {result['run_id']}: mean residual norm {result['norm']:.2f}; rows in "
+          "behaviour_results, behaviour_summary, comparisons")  # fmt: skip
+
+
+@validate_app.command("preferences")
+def validate_preferences(
+    model: ModelOption = DEFAULT_MODEL,
+    layer: SteerLayerOption = None,
+    level: LevelOption = "both",
+    emotions: Annotated[str, typer.Option("--emotions", help="Steering emotions, a,b,c.")] = (
+        "happy,calm,loving,proud,afraid,sad,angry,disgusted"
+    ),
+    scales: ScalesOption = "0.1,0.2",
+    top_k: TopKOption = 20,
+    activities: Annotated[
+        Path | None, typer.Option("--activities", help="CSV with header activity,category.")
+    ] = None,
+    pairs: Annotated[
+        int, typer.Option("--pairs", help="Ordered pairs asked (seeded sample; all if enough).")
+    ] = 240,
+    steer_activities: Annotated[
+        int, typer.Option("--steer-activities", help="Activities steered, one at a time.")
+    ] = 4,
+    corpus: CorpusOption = "templates",
+    method: Annotated[str, typer.Option("--method", help="denoised or raw vectors.")] = "denoised",
+    sae_id: SaeOption = None,
+    resamples: ResamplesOption = 1000,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    batch_size: Annotated[int, typer.Option("--batch-size")] = 16,
+    dtype: DtypeOption = "auto",
+    device: DeviceOption = "cpu",
+    db: DbOption = DEFAULT_DB,
+) -> None:
+    """Preferences between activities: Elo, its correlation with emotion vectors, steering."""
+    from saefeatures import preferences
+
+    options = preferences.PreferenceOptions(
+        model, layer, level, emotions, scales, top_k, corpus, method, sae_id, resamples, seed,
+        batch_size, dtype, device, activities, pairs, steer_activities,
+    )  # fmt: skip
+    with pipeline.Workspace(db, DEFAULT_OUT).open_store() as store:
+        result = preferences.preferences(store, options)
+    ranked = sorted(result["scores"], key=lambda row: -row["elo"])
+    columns = ["activity", "category", "comparisons", "elo", "ci_low", "ci_high"]
+    present.print_rows(columns, ([row[c] for c in columns] for row in ranked[:5] + ranked[-5:]),
+                       title=f"{result['model']}: most and least preferred of "
+                       f"{len(ranked)} activities ({result['pairs']} pairs; first-position "
+                       f"bias {result['bias']:+.2f} logits)")  # fmt: skip
+    columns = ["layer", "positive", "positive_r", "negative", "negative_r"]
+    present.print_rows(columns, ([row[c] for c in columns] for row in result["strongest"]),
+                       title="emotion projection on the activity's tokens vs its Elo")  # fmt: skip
+    columns = ["metric", "direction_value", "feature_value"]
+    present.print_rows(
+        columns,
+        ([row[c] for c in columns] for row in result["effects"]),
+        title=f"steering at layer {result['layer']} on the activity's tokens",
+    )
+    print(f"run {result['run_id']}: rows in preference_comparisons, preference_scores, "
+          "preference_correlations, preference_steering, comparisons")  # fmt: skip
 
 
 def main() -> None:

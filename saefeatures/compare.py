@@ -26,6 +26,7 @@ from saefeatures import models, plots, stats
 from saefeatures.errors import SaefeaturesError
 from saefeatures.store import Store
 
+KINDS = ("levels", "models")  # the comparisons rows this module writes
 DEPTHS = np.linspace(0, 1, 21)  # the common grid that depth profiles are resampled onto
 
 
@@ -186,11 +187,15 @@ def compare(store: Store, out: Path, options: CompareOptions) -> dict[str, Any]:
             "models (`saefeatures run --model NAME`)"
         )
     with store.run("compare", {"models": names, "corpus": options.corpus}, atomic=True) as run_id:
-        by_model: dict[str, list[dict]] = {}
+        # Only the kinds compare writes: the validation experiments' rows stay.
+        by_part: dict[tuple[str, str], list[dict]] = {
+            (name, kind): [] for name in {row["model"] for row in rows} for kind in KINDS
+        }
         for row in rows:
-            by_model.setdefault(row["model"], []).append({"run_id": run_id, **row})
+            by_part[row["model"], row["kind"]].append({"run_id": run_id, **row})
         store.replace_all(
-            [("comparisons", {"model": name}, pa.Table.from_pylist(chosen))
-             for name, chosen in by_model.items()]
+            [("comparisons", {"model": name, "kind": kind},
+              pa.Table.from_pylist(chosen) if chosen else None)
+             for (name, kind), chosen in by_part.items()]
         )  # fmt: skip
     return {"run_id": run_id, "rows": rows, "figures": [str(path) for path in figures]}

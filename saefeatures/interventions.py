@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -71,13 +71,16 @@ class Intervention:
     """An edit at one layer's residual stream, on all, prompt or generated positions.
 
     `prompt_length` splits prompt from generated positions; it is the same for every row
-    of a batch, so batches are right-padded prompts of one length.
+    of a batch, so batches are right-padded prompts of one length. `token_mask`
+    (`[batch, pos]`, true where to edit) narrows the edit further to chosen tokens of each
+    row, such as one phrase of a prompt.
     """
 
     layer: int
     edit: Direction | Features
     positions: str = "all"
     prompt_length: int = 0
+    token_mask: torch.Tensor | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         if self.positions not in POSITIONS:
@@ -92,13 +95,21 @@ class Intervention:
 
     def hook(self, residual: torch.Tensor, hook: Any = None) -> torch.Tensor:
         edited = self.edit.edit(residual)
-        if self.positions == "all":
+        if self.positions == "all" and self.token_mask is None:
             return edited
+        return torch.where(self._chosen(residual)[..., None], edited, residual)
+
+    def _chosen(self, residual: torch.Tensor) -> torch.Tensor:
+        """`[batch or 1, pos]`: true at the positions the edit applies to."""
         index = torch.arange(residual.shape[1], device=residual.device)
         chosen = index < self.prompt_length
         if self.positions == "generated":
             chosen = ~chosen
-        return torch.where(chosen[None, :, None], edited, residual)
+        elif self.positions == "all":
+            chosen = torch.ones_like(chosen)
+        if self.token_mask is None:
+            return chosen[None, :]
+        return chosen[None, :] & self.token_mask.to(residual.device, torch.bool)
 
 
 def check_scale(scale: float) -> float:

@@ -21,14 +21,18 @@ from typing import Any
 from saefeatures import (
     activations,
     alignment,
+    behaviour,
     compare,
     corpora,
     feature_map,
     geometry,
     models,
     patching,
+    preferences,
+    quantity,
     reply_scores,
     report,
+    retrieval,
     sae,
     stages,
     steering,
@@ -75,7 +79,7 @@ def register_model(store: Store, run_id: str, model: models.LoadedModel) -> dict
 def run(
     workspace: Workspace, model_names: list[str], layers: str, dtype: str, device: str,
     force: frozenset[str] = frozenset(), sae_config: str | None = None, train: bool = True,
-    sae_tokens: int | None = None,
+    sae_tokens: int | None = None, sae_overrides: tuple[str, ...] = (),
 ) -> dict[str, Any]:  # fmt: skip
     """Run the pipeline for each model in turn, then compare them and write the report;
     return what it did, for printing.
@@ -87,16 +91,16 @@ def run(
     models.check_options(dtype, device)
     if not model_names:
         raise SaefeaturesError("no model given: pass --model NAME or --models a,b")
-    training = (
-        sae.TrainOptions(config=sae_config, tokens=sae_tokens, dtype=dtype, device=device)
-        if train
-        else None
+    options = sae.TrainOptions(
+        config=sae_config, tokens=sae_tokens, dtype=dtype, device=device, overrides=sae_overrides
     )
+    training = options if train else None
     plans = [_plan(name, layers, training) for name in model_names]
     workspace.out.mkdir(parents=True, exist_ok=True)
     config = {"models": [plan.spec.name for plan in plans], "layers": layers, "dtype": dtype,
               "device": device, "force": sorted(force), "sae_config": sae_config,
-              "train": train, "sae_tokens": sae_tokens}  # fmt: skip
+              "train": train, "sae_tokens": sae_tokens,
+              "sae_overrides": list(sae_overrides)}  # fmt: skip
     with workspace.open_store() as store, store.run("run", config) as run_id:
         stage = stages.Stages(store, run_id, force)
         done = [_run_model(stage, store, workspace, plan, layers, dtype, device) for plan in plans]
@@ -166,12 +170,15 @@ def _run_model(
                        sae_layers, corpus)  # fmt: skip
     patched, _ = stage("patch", plan.spec.name, {"situations": DEMO_SITUATIONS, "dtype": dtype},
                        [model_key, *sae_keys], _patch, job)  # fmt: skip
+    validated = _validate(job, steered["layer"], bool(sae_layers), corpus,
+                          [vector_keys[corpus], *sae_keys])  # fmt: skip
     residuals = [
         (layer, tuple(act.shape), float(act.float().norm(dim=-1).mean()))
         for layer, act in acts.items()
     ]
     return {"model": described, "residuals": residuals, "training": trained, "geometry": best,
-            "alignment": aligned, "steering": steered, "patching": patched}  # fmt: skip
+            "alignment": aligned, "steering": steered, "patching": patched,
+            "validation": validated}  # fmt: skip
 
 
 def _train_stage(job: Job, training: sae.TrainOptions | str) -> dict[str, Any]:
@@ -280,6 +287,41 @@ def _steer(job: Job, sae_layers: list[int], corpus: str) -> dict[str, Any]:
                                     dtype=job.dtype, device=job.device)  # fmt: skip
     result = steering.steer(job.store, job.workspace.out, options)
     return {"layer": layer, "corpus": corpus, "summary": steering.summarize(result["rows"])}
+
+
+# Each validation experiment: how the job runs it (at the steering layer, sized for the
+# demo) and its entry point.
+VALIDATIONS: dict[str, tuple[Callable[..., Any], Callable[[Store, Any], dict[str, Any]]]] = {
+    "retrieval": (retrieval.RetrievalOptions, retrieval.retrieve),
+    "quantity": (quantity.QuantityOptions, quantity.run_test),
+    "behaviour": (behaviour.BehaviourOptions, behaviour.behaviour),
+    "preferences": (preferences.PreferenceOptions, preferences.preferences),
+}
+
+
+def _validate(
+    job: Job, layer: int, with_features: bool, corpus: str, inputs: list[str]
+) -> dict[str, Any]:
+    """The four validation experiments at the steering layer, with the corpus's vectors
+    and, where an SAE is aligned there, its features: each one's row count or why not."""
+    level = "both" if with_features else "direction"
+    done = {}
+    for name, (make_options, experiment) in VALIDATIONS.items():
+        where = {"layers": str(layer)} if name in ("retrieval", "quantity") else {"layer": layer}
+        options = make_options(model=job.model.spec.name, corpus=corpus, level=level,
+                               dtype=job.dtype, device=job.device, **where)  # fmt: skip
+        done[name], _ = job.stage("validate", f"{name}, layer {layer}", asdict(options), inputs,
+                                  _validation, experiment, job.store, options)  # fmt: skip
+    return done
+
+
+def _validation(experiment: Callable[..., dict[str, Any]], store: Store, options: Any) -> Any:
+    """Run one experiment, or say why it cannot run here (e.g. too few emotions)."""
+    try:
+        result = experiment(store, options)
+    except SaefeaturesError as error:
+        return {"skipped": str(error)}
+    return {"run_id": result.get("run_id")}
 
 
 def _align_with_registered_saes(

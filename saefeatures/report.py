@@ -13,7 +13,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from saefeatures import __version__, compare, report_interventions, report_representations
+from saefeatures import (
+    __version__,
+    compare,
+    report_choices,
+    report_interventions,
+    report_readouts,
+    report_representations,
+)
 from saefeatures.errors import SaefeaturesError
 from saefeatures.report_page import Section, document, fetch
 from saefeatures.store import Store
@@ -155,6 +162,10 @@ SECTIONS: list[Callable[[Store], Section]] = [
     report_representations.umap,
     report_interventions.steering,
     report_interventions.patching,
+    report_readouts.retrieval,
+    report_readouts.quantity,
+    report_choices.preferences,
+    report_choices.behaviour,
     comparisons,
     provenance,
 ]

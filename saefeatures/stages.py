@@ -27,7 +27,8 @@ from saefeatures import __version__
 from saefeatures.errors import SaefeaturesError
 from saefeatures.store import Store
 
-NAMES = ("stories", "vectors", "geometry", "train", "align", "steer", "patch", "compare")
+NAMES = ("stories", "vectors", "geometry", "train", "align", "steer", "patch", "validate",
+         "compare")  # fmt: skip
 
 
 def check_force(names: list[str]) -> frozenset[str]:

@@ -159,22 +159,24 @@ def _valence_axis(store: Store, model: str, options: SteerOptions, layer: int) -
     return sign * fitted.components[0]
 
 
-def _feature_levers(
-    store: Store, sae_row: dict, emotion: str, options: SteerOptions, norm: float, sae: Any
-) -> list[Lever]:
+def feature_levers(
+    store: Store, sae_row: dict, emotion: str, corpus: str, norm: float, sae: Any,
+    ks: tuple[int, ...] = FEATURE_KS,
+) -> list[Lever]:  # fmt: skip
+    """The emotion's top-k decoder-aligned features for each k, pushed as hard as its direction."""
     rows = store.query(
         "SELECT feature, score FROM alignments WHERE sae_id = ? AND layer = ? AND corpus = ? "
         "AND emotion = ? AND method = 'decoder_cosine' ORDER BY rank",
-        [sae_row["sae_id"], sae_row["layer"], options.corpus, emotion],
+        [sae_row["sae_id"], sae_row["layer"], corpus, emotion],
     ).to_pylist()
     if not rows:
         raise SaefeaturesError(
-            f"no alignments for {emotion} with SAE {sae_row['sae_id']} on corpus {options.corpus}; "
-            f"run `saefeatures align --layer {sae_row['layer']} --corpus {options.corpus}` first"
+            f"no alignments for {emotion} with SAE {sae_row['sae_id']} on corpus {corpus}; "
+            f"run `saefeatures align --layer {sae_row['layer']} --corpus {corpus}` first"
         )
     decoder = sae.W_dec.detach().float()
     levers = []
-    for k in FEATURE_KS:
+    for k in ks:
         chosen = rows[:k]
         ids = [row["feature"] for row in chosen]
         weights = torch.tensor([row["score"] for row in chosen])
@@ -188,11 +190,26 @@ def _feature_levers(
     return levers
 
 
-def _direction_lever(emotion: str, vector: np.ndarray, norm: float) -> Lever:
+def direction_lever(emotion: str, vector: np.ndarray, norm: float) -> Lever:
     def make(scale: float):
         return interventions.Direction(torch.tensor(vector), scale, norm)
 
     return Lever("direction", emotion, None, make)
+
+
+def layer_vectors(
+    store: Store, model: str, corpus: str, method: str, emotions: list[str], layer: int
+) -> dict[str, np.ndarray]:
+    """Each emotion's vector at the layer; a missing one names the command that makes it."""
+    vector_set = read_vectors(store, model, corpus, method)
+    missing = [e for e in emotions if e not in vector_set.emotions]
+    if missing or layer not in vector_set.layers:
+        raise SaefeaturesError(
+            f"no {method} vectors for {', '.join(missing) or f'layer {layer}'} in corpus "
+            f"{corpus}; make them with `saefeatures vectors --model {model} --corpus {corpus}`"
+        )
+    at = vector_set.layers.index(layer)
+    return {e: vector_set.vectors[vector_set.emotions.index(e), at] for e in emotions}
 
 
 # -- the stage -------------------------------------------------------------------------
@@ -210,16 +227,7 @@ def steer(store: Store, out: Path, options: SteerOptions) -> dict[str, Any]:
     scales = parse_scales(options.scales)
     gen_scale = interventions.check_scale(options.gen_scale)
     emotions = corpora.emotion_list(options.emotions)
-    vector_set = read_vectors(store, spec.name, options.corpus, options.method)
-    missing = [e for e in emotions if e not in vector_set.emotions]
-    if missing or layer not in vector_set.layers:
-        raise SaefeaturesError(
-            f"no {options.method} vectors for {', '.join(missing) or f'layer {layer}'} in corpus "
-            f"{options.corpus}; make them with `saefeatures vectors --model {spec.name} "
-            f"--corpus {options.corpus}`"
-        )
-    vectors = {e: vector_set.vectors[vector_set.emotions.index(e), vector_set.layers.index(layer)]
-               for e in emotions}  # fmt: skip
+    vectors = layer_vectors(store, spec.name, options.corpus, options.method, emotions, layer)
     axis = _valence_axis(store, spec.name, options, layer)
     sae_row = (
         saes_at(store, spec.name, layer, options.sae)[0] if options.level != "direction" else None
@@ -232,11 +240,11 @@ def steer(store: Store, out: Path, options: SteerOptions) -> dict[str, Any]:
         norm = interventions.mean_residual_norm(model, neutral, [layer])[layer]
         levers = []
         if options.level in ("direction", "both"):
-            levers += [_direction_lever(e, vectors[e], norm) for e in emotions]
+            levers += [direction_lever(e, vectors[e], norm) for e in emotions]
         if sae_row is not None:
             sae = loading.read_saelens(Path(sae_row["path"]), options.device)
             for emotion in emotions:
-                levers += _feature_levers(store, sae_row, emotion, options, norm, sae)
+                levers += feature_levers(store, sae_row, emotion, options.corpus, norm, sae)
         prompt = model.format_prompt(QUESTION, ANSWER)
         batch = word_batch(model, prompt, emotions)
         rows = _word_rows(model, batch, levers, layer, scales, emotions)

@@ -201,14 +201,16 @@ class Store:
         """Delete the rows matching `where` and insert `rows`, in one transaction."""
         return self.replace_all([(table, where, rows)])
 
-    def replace_all(self, changes: list[tuple[str, dict[str, Any], pa.Table | dict]]) -> int:
-        """Several (table, where, rows) replacements as one transaction: all land or none."""
+    def replace_all(self, changes: list[tuple[str, dict[str, Any], pa.Table | dict | None]]) -> int:
+        """Several (table, where, rows) replacements as one transaction: all land or none.
+        Rows None only deletes."""
         inserted = 0
         with self.transaction():
             for table, where, rows in changes:
                 clause = " AND ".join(f'"{column}" = ?' for column in where)
                 self.con.execute(f'DELETE FROM "{table}" WHERE {clause}', list(where.values()))
-                inserted += self.insert(table, rows)
+                if rows is not None:
+                    inserted += self.insert(table, rows)
         return inserted
 
     @contextmanager

@@ -51,6 +51,10 @@ def test_run_then_sql_and_db_info(tmp_path, tiny_llama_dir):
         "geometry,ok",
         "run,ok",
         "steer,ok",
+        "validate behaviour,ok",
+        "validate preferences,ok",
+        "validate quantity,ok",
+        "validate retrieval,ok",
         "vectors,ok",
     ]
     model = run_cli("sql", "SELECT n_layers, d_model FROM models", "--format", "json", env=env)
@@ -83,7 +87,7 @@ def test_run_then_sql_and_db_info(tmp_path, tiny_llama_dir):
     # compare reads every result, and geometry's are new
     assert dict(_stage_lines(forced.stdout)) == {
         "vectors": "skipped", "geometry": "ran", "steer": "skipped", "patch": "skipped",
-        "compare": "ran", "report": "ran",
+        "validate": "skipped", "compare": "ran", "report": "ran",
     }  # fmt: skip
 
 
@@ -160,6 +164,9 @@ def test_unknown_dtype_device_and_stage(db, tiny_llama_dir):
     assert_user_error(run_cli("run", "--force", "umap", "--db", str(db)), "unknown stage umap",
                       "geometry")  # fmt: skip
     assert_user_error(run_cli("run", "--sae-tokens", "0", "--db", str(db)), "training_tokens")
+    assert_user_error(run_cli("run", "--sae-set", "widthh=3", "--db", str(db)), "widthh")
+    assert_user_error(run_cli("run", "--sae-set", "eval_tokens=0", "--db", str(db)),
+                      "eval_tokens")  # fmt: skip
     assert_user_error(run_cli("run", "--config", "nope", "--db", str(db)), "SAE config nope")
     assert_user_error(run_cli("run", "--models", ",", "--db", str(db)), "no model given")
     assert_user_error(  # the second model is checked before the first one runs

@@ -82,6 +82,21 @@ def test_levels_and_models_from_the_store(db, tmp_path):
         assert store.query("SELECT count(*) AS n FROM comparisons")["n"][0].as_py() == len(rows)
 
 
+def test_compare_keeps_the_validation_rows_and_replaces_its_own(db, tmp_path):
+    with Store(db) as store, store.run("validate retrieval", {}) as run_id:
+        store.insert("comparisons", {"run_id": [run_id], "kind": ["validation-retrieval"],
+                                     "model": [A], "metric": ["mean_ap"],
+                                     "direction_value": [0.3], "feature_value": [0.2]})  # fmt: skip
+    for _ in range(2):
+        with Store(db) as store:
+            result = compare.compare(store, tmp_path / "out", compare.CompareOptions())
+    with Store(db, read_only=True) as store:
+        kinds = store.query("SELECT kind, count(*) AS n FROM comparisons GROUP BY kind")
+    counts = dict(zip(kinds["kind"].to_pylist(), kinds["n"].to_pylist(), strict=True))
+    assert counts["validation-retrieval"] == 1
+    assert counts["levels"] + counts["models"] == len(result["rows"])
+
+
 def test_a_model_without_results_and_an_empty_store(tmp_path):
     empty = tmp_path / "empty.duckdb"
     with Store(empty) as store, store.run("seed", {}):

@@ -73,6 +73,18 @@ def training_sae_config(cfg: SaeConfig, d_in: int, device: str) -> Any:
     )
 
 
+def training_sae(sae_cfg: Any) -> Any:
+    """SAELens' training SAE of the architecture; TopK with its step sparse in the latents
+    (same values and gradients, about 3x faster on a CPU: see `sparse_topk`)."""
+    from sae_lens.registry import get_sae_training_class
+
+    from saefeatures.sae.sparse_topk import SparseTopKTrainingSAE
+
+    if sae_cfg.architecture() == "topk":
+        return SparseTopKTrainingSAE(sae_cfg)
+    return get_sae_training_class(sae_cfg.architecture())[0](sae_cfg)
+
+
 def trainer_config(cfg: SaeConfig, device: str) -> Any:
     from sae_lens.config import LoggingConfig, SAETrainerConfig
 
@@ -161,7 +173,6 @@ class Coordinator:
         device: str = "cpu",
         metadata: dict[str, Any] | None = None,
     ) -> None:
-        from sae_lens.registry import get_sae_training_class
         from sae_lens.training.sae_trainer import SAETrainer
 
         self.cfg = cfg
@@ -173,7 +184,7 @@ class Coordinator:
         for layer, hook_name in sorted(hooks.items()):
             sae_cfg = training_sae_config(cfg, d_in, device)
             torch.manual_seed(_seed("init", cfg.seed, layer))
-            sae = get_sae_training_class(sae_cfg.architecture())[0](sae_cfg)
+            sae = training_sae(sae_cfg)
             for key, value in {**(metadata or {}), "hook_name": hook_name}.items():
                 sae.cfg.metadata[key] = value
             trainer = SAETrainer(cfg=trainer_cfg, sae=sae, data_provider=iter(()))

@@ -1,0 +1,318 @@
+"""Shared parts of the validation experiments (`saefeatures validate ...`).
+
+Every experiment reads the same things at two levels: an emotion's direction (its
+contrast vector) and its top aligned SAE features (their summed activation, each signed
+by its decoder cosine, so a feature carrying the emotion negated counts against it). One
+forward per batch, stopped after the last layer needed, feeds both levels at every layer.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from saefeatures import activations, corpora, models, vectors
+from saefeatures.alignment import saes_at
+from saefeatures.config import DEFAULT_MODEL
+from saefeatures.errors import SaefeaturesError
+from saefeatures.geometry import read_vectors
+from saefeatures.sae import loading
+from saefeatures.store import Store
+
+LEVELS = ("direction", "features", "both")
+# Observed statistics equal to a null draw up to rounding count as "as extreme".
+_REL_TOL = 1e-12
+
+Weights = Callable[[torch.Tensor], torch.Tensor]  # attention mask -> token weights
+
+
+@dataclass(frozen=True)
+class ReadoutOptions:
+    """What every validation experiment reads, at which level, and how."""
+
+    model: str = DEFAULT_MODEL
+    corpus: str = "templates"  # the vectors' and the alignments' corpus
+    emotions: str | None = None  # None: every emotion with a vector
+    layers: str = "all"  # all: every layer with vectors; features: the SAE layers
+    level: str = "both"
+    method: str = "denoised"
+    sae: str | None = None  # None: the first SAE at each layer that has one
+    top_k: int = 10  # aligned features summed per emotion
+    permutations: int = 1000
+    batch_size: int = 8
+    seed: int = 0
+    dtype: str = "auto"
+    device: str = "cpu"
+
+
+def check_level(level: str) -> None:
+    if level not in LEVELS:
+        raise SaefeaturesError(f"unknown level {level!r}; use one of {', '.join(LEVELS)}")
+
+
+def check_at_least(name: str, value: int, low: int) -> None:
+    if value < low:
+        raise SaefeaturesError(f"{name} must be at least {low}, got {value}")
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The checked inputs both levels read: vectors from the store, SAEs and their features."""
+
+    spec: models.ModelSpec
+    emotions: list[str]
+    layers: list[int]  # the direction's layers, the SAE layers among them
+    vectors: np.ndarray  # [E, L, d] as stored
+    sae_rows: list[dict]
+    aligned: list[dict[str, list[tuple[int, float]]]]  # per SAE: emotion -> top features
+
+
+def plan(store: Store, options: ReadoutOptions) -> Plan:
+    """Every check the two levels need, before anything runs, so bad input writes nothing."""
+    models.check_options(options.dtype, options.device)
+    check_level(options.level)
+    check_at_least("--top-k", options.top_k, 1)
+    check_at_least("--permutations", options.permutations, 1)
+    check_at_least("--batch-size", options.batch_size, 1)
+    spec = models.resolve(options.model)
+    read = (store, spec.name, options.corpus, options.method, options.emotions)
+    emotions, layers, found = emotion_vectors(*read, chosen_layers(options.layers, spec))
+    rows = []
+    if options.level != "direction":
+        rows = sae_rows(store, spec.name, layers, options.sae)
+        layers = sorted({*layers, *(row["layer"] for row in rows)})
+        emotions, layers, found = emotion_vectors(*read, layers)
+    aligned = [top_features(store, row, options.corpus, emotions, options.top_k) for row in rows]
+    return Plan(spec, emotions, layers, found, rows, aligned)
+
+
+def run_config(chosen: Plan, options: ReadoutOptions) -> dict[str, Any]:
+    """The run's recorded configuration: the options and what they resolved to."""
+    saes = [row["sae_id"] for row in chosen.sae_rows]
+    return {**asdict(options), "model": chosen.spec.name, "layers": chosen.layers,
+            "emotions": chosen.emotions, "saes": saes}  # fmt: skip
+
+
+def feature_sets(chosen: Plan, options: ReadoutOptions) -> list[FeatureSet]:
+    """The planned SAEs, loaded, with their emotions' features as read-out matrices."""
+    return [_feature_set(row, aligned, options.top_k, options.device)
+            for row, aligned in zip(chosen.sae_rows, chosen.aligned, strict=True)]  # fmt: skip
+
+
+# -- emotion vectors ---------------------------------------------------------------------
+
+
+def emotion_vectors(
+    store: Store, model: str, corpus: str, method: str, emotions: str | None,
+    layers: list[int] | None,
+) -> tuple[list[str], list[int], np.ndarray]:  # fmt: skip
+    """The chosen emotions (None: every one with a vector), the layers (None: every one
+    with vectors) and their `[E, L, d]` vectors from the store."""
+    vector_set = read_vectors(store, model, corpus, method)
+    chosen = vector_set.emotions if emotions is None else corpora.emotion_list(emotions)
+    layers = vector_set.layers if layers is None else layers
+    missing = [e for e in chosen if e not in vector_set.emotions]
+    absent = [layer for layer in layers if layer not in vector_set.layers]
+    if missing or absent:
+        what = ", ".join(missing) if missing else f"layers {', '.join(map(str, absent))}"
+        raise SaefeaturesError(
+            f"no {method} vectors for {what} ({model}, corpus {corpus}); make them with "
+            f"`saefeatures vectors --model {model} --corpus {corpus}` (with --emotions and "
+            "--layers to cover them)"
+        )
+    if len(chosen) < 2:
+        raise SaefeaturesError("contrast vectors need at least 2 emotions; choose more")
+    rows = [vector_set.emotions.index(e) for e in chosen]
+    columns = [vector_set.layers.index(layer) for layer in layers]
+    return chosen, layers, vector_set.vectors[rows][:, columns]
+
+
+def chosen_layers(text: str, spec: models.ModelSpec) -> list[int] | None:
+    """`--layers`: None for 'all' (every layer with stored vectors), else checked indices."""
+    if text.strip() == "all":
+        return None
+    return activations.select_layers(text, models.shape_of(spec)["n_layers"], spec.name)
+
+
+def unit(vectors_: np.ndarray) -> np.ndarray:
+    """Each vector (last axis) at length 1; a zero vector stays zero."""
+    norms = np.linalg.norm(vectors_, axis=-1, keepdims=True)
+    return np.divide(vectors_, norms, out=np.zeros_like(vectors_), where=norms > 0)
+
+
+# -- aligned SAE features ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FeatureSet:
+    """One SAE's top aligned features per emotion, as a signed read-out matrix."""
+
+    sae_id: str
+    layer: int
+    sae: Any
+    columns: list[int]  # the features read (union over emotions)
+    weights: np.ndarray  # [E, len(columns)]: cosine sign of an emotion's top-k, else 0
+    k: int
+
+
+def sae_rows(store: Store, model: str, layers: list[int], chosen: str | None) -> list[dict]:
+    """The SAE (first by id, or `chosen`) at each of `layers` that has one."""
+    if chosen is not None:
+        row = store.query("SELECT layer FROM saes WHERE sae_id = ?", [chosen]).to_pylist()
+        found = saes_at(store, model, row[0]["layer"] if row else layers[0], chosen)
+        if found[0]["model"] != model:
+            raise SaefeaturesError(f"SAE {chosen} was trained on {found[0]['model']}, not {model}")
+        return found
+    rows = store.query(
+        "SELECT * FROM saes WHERE model = ? ORDER BY layer, sae_id", [model]
+    ).to_pylist()
+    on_residual = [row for row in rows if row["hook"] == activations.hook_name(row["layer"])]
+    first: dict[int, dict] = {}
+    for row in on_residual:
+        first.setdefault(row["layer"], row)
+    wanted = [row for layer, row in first.items() if layer in layers]
+    if not wanted:
+        have = ", ".join(map(str, first)) or "none"
+        raise SaefeaturesError(
+            f"no SAE for {model} at the chosen layers (SAEs at layers: {have}); train one with "
+            f"`saefeatures train --model {model} --layer L` or register one with "
+            "`saefeatures load`, or pass --level direction"
+        )
+    return wanted
+
+
+def top_features(
+    store: Store, row: dict, corpus: str, emotions: list[str], k: int
+) -> dict[str, list[tuple[int, float]]]:
+    """Each emotion's top-k features by decoder cosine (feature, cosine), from `alignments`."""
+    found = store.query(
+        "SELECT emotion, feature, score FROM alignments WHERE sae_id = ? AND layer = ? AND "
+        "corpus = ? AND method = 'decoder_cosine' AND rank <= ? ORDER BY emotion, rank",
+        [row["sae_id"], row["layer"], corpus, k],
+    ).to_pylist()
+    chosen: dict[str, list[tuple[int, float]]] = {emotion: [] for emotion in emotions}
+    for item in found:
+        if item["emotion"] in chosen:
+            chosen[item["emotion"]].append((item["feature"], item["score"]))
+    missing = [emotion for emotion, items in chosen.items() if not items]
+    if missing:
+        raise SaefeaturesError(
+            f"no alignments for {', '.join(missing)} with SAE {row['sae_id']} on corpus {corpus}; "
+            f"run `saefeatures align --layer {row['layer']} --corpus {corpus}` first"
+        )
+    return chosen
+
+
+def _feature_set(
+    row: dict, chosen: dict[str, list[tuple[int, float]]], k: int, device: str
+) -> FeatureSet:
+    """Load the SAE and lay its emotions' top features out as one read-out matrix."""
+    columns = sorted({feature for items in chosen.values() for feature, _ in items})
+    weights = np.zeros((len(chosen), len(columns)))
+    for e, items in enumerate(chosen.values()):
+        for feature, score in items:
+            weights[e, columns.index(feature)] = np.sign(score)
+    sae = loading.read_saelens(Path(row["path"]), device)
+    return FeatureSet(row["sae_id"], row["layer"], sae, columns, weights, k)
+
+
+# -- one forward, both levels ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Readout:
+    """Per text: weighted mean residual per layer and feature read-outs per SAE."""
+
+    residual: np.ndarray  # [n, layers, d]
+    features: list[np.ndarray]  # per feature set: [n, E] signed summed activations
+    kept: np.ndarray  # [n] bool: the text has a token with weight > 0
+
+
+def offset_weights(offset: int) -> Weights:
+    """Tokens from `offset` on, as the emotion vectors were pooled."""
+    return lambda mask: vectors.pooling_weights(mask, offset)
+
+
+def final_token_weights(mask: torch.Tensor) -> torch.Tensor:
+    """1.0 on each row's last real token, for either padding side."""
+    return mask.float() * (mask.cumsum(dim=1) == mask.sum(dim=1, keepdim=True)).float()
+
+
+@torch.no_grad()
+def read_out(
+    model: models.LoadedModel,
+    texts: list[str],
+    layers: list[int],
+    feature_sets: list[FeatureSet],
+    weights_of: Weights,
+    batch_size: int,
+    chat_formatted: bool = False,
+) -> Readout:
+    """Every text through the model once per batch (by length), read at every layer.
+
+    The forward stops after the last layer needed; each SAE encodes the residual of its
+    layer token by token, and both levels average the same weighted tokens.
+    """
+    add_special = not (chat_formatted and model.is_chat)
+    ids = model.tokenizer(
+        texts, add_special_tokens=add_special, truncation=True, max_length=vectors.MAX_TOKENS
+    )["input_ids"]
+    order = sorted(range(len(texts)), key=lambda i: len(ids[i]))
+    residual = np.zeros((len(texts), len(layers), model.d_model), dtype=np.float32)
+    read = [np.zeros((len(texts), len(s.weights))) for s in feature_sets]
+    kept = np.zeros(len(texts), dtype=bool)
+    needed = sorted({*layers, *(s.layer for s in feature_sets)})
+    for start in range(0, len(order), batch_size):
+        chunk = order[start : start + batch_size]
+        batch = model.tokenizer.pad({"input_ids": [ids[i] for i in chunk]}, return_tensors="pt")
+        batch = {key: value.to(model.device) for key, value in batch.items()}
+        acts = activations.harvest(model, batch, needed)
+        weights = weights_of(batch["attention_mask"]).float()
+        counts = weights.sum(dim=1)
+        weights = (weights / counts.clamp(min=1e-9)[:, None]).cpu()
+        stacked = torch.stack([acts[layer].float().cpu() for layer in layers], dim=1)
+        residual[chunk] = torch.einsum("blpd,bp->bld", stacked, weights).numpy()
+        kept[chunk] = (counts > 0).cpu().numpy()
+        for s, out in zip(feature_sets, read, strict=True):
+            encoded = s.sae.encode(acts[s.layer].to(s.sae.W_dec.device, s.sae.W_dec.dtype))
+            pooled = torch.einsum("bpf,bp->bf", encoded[..., s.columns].float().cpu(), weights)
+            out[chunk] = pooled.numpy() @ s.weights.T
+    return Readout(residual, read, kept)
+
+
+def projections(residual: np.ndarray, emotion_vectors_: np.ndarray) -> np.ndarray:
+    """`[n, layers, E]`: each text's residual on each emotion's unit direction, per layer."""
+    return np.einsum("nld,eld->nle", residual, unit(emotion_vectors_))
+
+
+# -- statistics and rows -----------------------------------------------------------------
+
+
+def upper_tail_p(observed: np.ndarray, null: np.ndarray) -> np.ndarray:
+    """(1 + null draws at least as large) / (1 + draws), along the null's first axis.
+
+    The +1s keep p > 0: a finite sample cannot prove 0. NaN observations give NaN.
+    """
+    observed = np.asarray(observed, dtype=float)
+    extreme = (null >= observed * (1 - _REL_TOL)).sum(axis=0)
+    p = (1 + extreme) / (1 + len(null))
+    return np.where(np.isnan(observed), np.nan, p)
+
+
+def comparison_rows(
+    run_id: str, kind: str, model: str, layer: int, values: dict[str, tuple[float, float]],
+    extra: dict,
+) -> list[dict[str, Any]]:  # fmt: skip
+    """`comparisons` rows: one per metric, direction value against feature value."""
+    return [
+        {"run_id": run_id, "kind": kind, "model": model, "other_model": None, "layer": layer,
+         "metric": metric, "direction_value": direction, "feature_value": feature,
+         "extra": json.dumps(extra)}
+        for metric, (direction, feature) in values.items()
+    ]  # fmt: skip
