@@ -21,8 +21,9 @@ $(STAMP): pyproject.toml constraints.txt Makefile
 demo: $(STAMP)
 	$(BIN)/saefeatures run --sae-tokens 409600 --sae-set eval_tokens=8192
 
+# One worker per core (pytest-xdist), each file on one worker (see tests/conftest.py).
 test: $(STAMP) browser
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n auto --dist loadfile
 
 # The report's test opens it in a real headless browser: Debian's chromium, installed
 # when missing and this user can (root with apt-get); otherwise that test is skipped.

@@ -465,7 +465,8 @@ CREATE TABLE preference_comparisons (
 );
 
 -- Bradley-Terry fit of the unsteered comparisons (logistic regression with a first-position
--- term), in Elo points (1500 + 400 log10 strength), 95 % bootstrap interval over pairs
+-- term), in Elo points (1500 + 400 log10(e) θ, θ the natural-log strength), 95 %
+-- bootstrap interval over pairs (over the resamples that compare the activity)
 CREATE TABLE preference_scores (
     run_id      VARCHAR NOT NULL,
     model       VARCHAR NOT NULL,
@@ -551,3 +552,16 @@ CREATE TABLE quantity_summary (
     mean_danger_rho DOUBLE,
     p_value         DOUBLE             -- two-sided, order permuted within every family
 );
+
+-- version 9: retrieval's chance is the exact expected average precision of a random ranking
+-- (the mean of its shuffled-label null), not the share of hits n_relevant / n_candidates
+-- (about half of it when hits are few). From this version precision_at_10 and
+-- average_precision are expected values over the orderings of tied scores, and
+-- retrieval_top_passages lists tied scores in a seeded random order.
+ALTER TABLE retrieval_results ADD COLUMN chance_average_precision DOUBLE;
+UPDATE retrieval_results SET chance_average_precision = (harmonic + (n_relevant - 1)
+    / greatest(n_candidates - 1, 1) * (n_candidates - harmonic)) / n_candidates
+FROM (SELECT DISTINCT n_candidates AS n, list_sum(list_transform(range(1, n_candidates + 1),
+      lambda k: 1.0 / k)) AS harmonic FROM retrieval_results) AS sums
+WHERE sums.n = retrieval_results.n_candidates;
+ALTER TABLE retrieval_results DROP COLUMN chance;

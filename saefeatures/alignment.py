@@ -67,35 +67,78 @@ class Inputs:
 # -- inputs --------------------------------------------------------------------------
 
 
-def saes_at(store: Store, model: str, layer: int, chosen: str | None) -> list[dict[str, Any]]:
+def registered_sae(store: Store, sae_id: str, model: str | None = None) -> dict[str, Any]:
+    """The SAE's row; with `model`, it must have been trained on that model (alignment
+    reads another model's SAE of the same width, the validation experiments do not)."""
+    rows = store.query("SELECT * FROM saes WHERE sae_id = ?", [sae_id]).to_pylist()
+    if not rows:
+        raise SaefeaturesError(
+            f"no SAE {sae_id!r} in the store; `saefeatures saes` lists the registered ones"
+        )
+    if model is not None and rows[0]["model"] != model:
+        raise SaefeaturesError(f"SAE {sae_id} was trained on {rows[0]['model']}, not {model}")
+    return rows[0]
+
+
+def residual_saes(store: Store, model: str) -> dict[int, list[dict[str, Any]]]:
+    """The model's SAEs on the residual stream, by layer, each layer's by id."""
+    rows = store.query(
+        "SELECT * FROM saes WHERE model = ? ORDER BY layer, sae_id", [model]
+    ).to_pylist()
+    found: dict[int, list[dict[str, Any]]] = {}
+    for row in rows:
+        if row["hook"] == activations.hook_name(row["layer"]):
+            found.setdefault(row["layer"], []).append(row)
+    return found
+
+
+def saes_at(
+    store: Store, model: str, layer: int, chosen: str | None, same_model: bool = False
+) -> list[dict[str, Any]]:
+    """Every SAE on the layer's residual stream (by id), or the `chosen` one, checked to
+    read there (and with `same_model`, to have been trained on the model)."""
     hook = activations.hook_name(layer)
     if chosen is not None:
-        rows = store.query("SELECT * FROM saes WHERE sae_id = ?", [chosen]).to_pylist()
-        if not rows:
+        row = registered_sae(store, chosen, model if same_model else None)
+        if row["layer"] != layer or row["hook"] != hook:
             raise SaefeaturesError(
-                f"no SAE {chosen!r} in the store; `saefeatures saes` lists the registered ones"
+                f"SAE {chosen} reads {row['hook']}, but the emotion vectors of layer {layer} "
+                f"live at {hook}; pick an SAE on that hook or pass --layer {row['layer']}"
             )
-        if rows[0]["layer"] != layer or rows[0]["hook"] != hook:
-            raise SaefeaturesError(
-                f"SAE {chosen} reads {rows[0]['hook']}, but the emotion vectors of layer {layer} "
-                f"live at {hook}; pick an SAE on that hook or pass --layer {rows[0]['layer']}"
-            )
-        return rows
-    rows = store.query(
-        "SELECT * FROM saes WHERE model = ? AND layer = ? AND hook = ? ORDER BY sae_id",
-        [model, layer, hook],
-    ).to_pylist()
-    if not rows:
-        present = store.query(
-            "SELECT DISTINCT layer FROM saes WHERE model = ? ORDER BY layer", [model]
-        )["layer"].to_pylist()
-        have = f"layers {', '.join(map(str, present))}" if present else "none"
+        return [row]
+    found = residual_saes(store, model)
+    if layer not in found:
+        have = f"layers {', '.join(map(str, found))}" if found else "none"
         raise SaefeaturesError(
-            f"no SAE for {model} at {hook} (SAEs for this model: {have}); train one with "
-            f"`saefeatures train --model {model} --layer {layer}` or register one with "
-            "`saefeatures load`"
+            f"no SAE for {model} at {hook} (SAEs on this model's residual stream: {have}); "
+            f"train one with `saefeatures train --model {model} --layer {layer}` or register "
+            "one with `saefeatures load`"
         )
-    return rows
+    return found[layer]
+
+
+def aligned_features(
+    store: Store, sae_row: dict, corpus: str, emotions: list[str], k: int | None = None
+) -> dict[str, list[tuple[int, float]]]:
+    """Each emotion's features by decoder cosine, best first (the top k), as (feature,
+    cosine), from `alignments`; an emotion with none names the command that makes them."""
+    found = store.query(
+        "SELECT emotion, feature, score FROM alignments WHERE sae_id = ? AND layer = ? AND "
+        "corpus = ? AND method = 'decoder_cosine' AND rank <= ? ORDER BY emotion, rank",
+        [sae_row["sae_id"], sae_row["layer"], corpus, k if k is not None else 2**31 - 1],
+    ).to_pylist()
+    chosen: dict[str, list[tuple[int, float]]] = {emotion: [] for emotion in emotions}
+    for item in found:
+        if item["emotion"] in chosen:
+            chosen[item["emotion"]].append((item["feature"], item["score"]))
+    missing = [emotion for emotion, items in chosen.items() if not items]
+    if missing:
+        raise SaefeaturesError(
+            f"no alignments for {', '.join(missing)} with SAE {sae_row['sae_id']} on corpus "
+            f"{corpus}; run `saefeatures align --layer {sae_row['layer']} --corpus {corpus}` "
+            "first"
+        )
+    return chosen
 
 
 def _emotions(vectors: VectorSet, spec: str | None, corpus: str) -> list[str]:

@@ -53,16 +53,8 @@ def shipped_scenarios() -> Path:
 
 def read_scenarios(path: Path | None = None) -> list[Scenario]:
     """Scenarios from JSONL; a malformed line is an error naming its line number."""
-    path = path or shipped_scenarios()
-    if not path.is_file():
-        raise SaefeaturesError(f"scenarios file {path} does not exist")
-    found = [_scenario_of_line(f"{path} line {number}", line)
-             for number, line in jsonl.numbered_lines(path, "scenarios file")]  # fmt: skip
-    if not found:
-        raise SaefeaturesError(f"scenarios file {path} holds no scenarios")
-    if len({s.id for s in found}) != len(found):
-        raise SaefeaturesError(f"scenarios file {path}: scenario ids must be unique")
-    return found
+    return jsonl.read_entries(path or shipped_scenarios(), "scenarios file", _scenario_of_line,
+                              "scenario id", lambda s: s.id)  # fmt: skip
 
 
 def _scenario_of_line(where: str, line: str) -> Scenario:

@@ -13,6 +13,7 @@ tokens of each prompt.
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +23,7 @@ import numpy as np
 import torch
 
 from saefeatures import activations, corpora, interventions, models, steering, validation
-from saefeatures.alignment import saes_at
+from saefeatures.alignment import aligned_features, saes_at
 from saefeatures.config import DEFAULT_MODEL
 from saefeatures.errors import SaefeaturesError
 from saefeatures.sae import loading
@@ -80,23 +81,9 @@ def check_setup(store: Store, options: ChoiceOptions) -> Setup:
                                      layer)  # fmt: skip
     sae_row = None
     if options.level != "direction":
-        sae_row = saes_at(store, spec.name, layer, options.sae)[0]
-        _check_alignments(store, sae_row, options.corpus, emotions)
+        sae_row = saes_at(store, spec.name, layer, options.sae, same_model=True)[0]
+        aligned_features(store, sae_row, options.corpus, emotions, options.top_k)
     return Setup(spec, layer, emotions, scales, vectors, sae_row)
-
-
-def _check_alignments(store: Store, sae_row: dict, corpus: str, emotions: list[str]) -> None:
-    aligned = store.query(
-        "SELECT DISTINCT emotion FROM alignments WHERE sae_id = ? AND corpus = ? "
-        "AND method = 'decoder_cosine'",
-        [sae_row["sae_id"], corpus],
-    )["emotion"].to_pylist()
-    missing = [e for e in emotions if e not in aligned]
-    if missing:
-        raise SaefeaturesError(
-            f"no alignments for {', '.join(missing)} with SAE {sae_row['sae_id']} on corpus "
-            f"{corpus}; run `saefeatures align --layer {sae_row['layer']} --corpus {corpus}` first"
-        )
 
 
 def levers(store: Store, setup: Setup, options: ChoiceOptions, norm: float) -> list[Any]:
@@ -128,11 +115,13 @@ def answer_prompt(model: models.LoadedModel, question: str) -> str:
 
 
 def letter_ids(model: models.LoadedModel) -> list[int]:
-    """The token ids of `A` and `B` as they follow "("; each must be one token."""
-    ids = [model.tokenizer(letter, add_special_tokens=False)["input_ids"] for letter in LETTERS]
-    if any(len(found) != 1 for found in ids):
-        raise SaefeaturesError(f"{model.name} does not encode A and B as single tokens")
-    return [found[0] for found in ids]
+    """The token ids of `A` and `B` as they follow "(" (a tokenizer may write a letter
+    that starts a text otherwise); each must be one token after the one of "("."""
+    cue, *ids = (model.tokenizer(text, add_special_tokens=False)["input_ids"]
+                 for text in ("(", *(f"({letter}" for letter in LETTERS)))  # fmt: skip
+    if any(len(found) != len(cue) + 1 or found[: len(cue)] != cue for found in ids):
+        raise SaefeaturesError(f"{model.name} does not encode A and B as single tokens after (")
+    return [found[-1] for found in ids]
 
 
 @dataclass(frozen=True)
@@ -276,9 +265,16 @@ def bootstrap_intervals(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Percentile intervals of a vector-valued `estimate(indices)` over units resampled with
     replacement (pairs of activities, or scenarios): `stats.bootstrap_ci` is for one
-    paired statistic, these estimates are whole vectors (every activity's score)."""
+    paired statistic, these estimates are whole vectors (every activity's score).
+
+    An estimate may be NaN where a resample does not define it (an activity that no
+    resampled pair compares): each interval is over the resamples that define it, NaN if
+    none does.
+    """
     rng = np.random.default_rng(seed)
     draws = np.stack([estimate(rng.integers(0, n_units, n_units)) for _ in range(n_resamples)])
     tail = (1 - level) / 2
-    low, high = np.quantile(draws, [tail, 1 - tail], axis=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN column: NaN, as wanted
+        low, high = np.nanquantile(draws, [tail, 1 - tail], axis=0)
     return low, high

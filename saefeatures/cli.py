@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -13,14 +14,19 @@ from typer._click.exceptions import ClickException, UsageError
 
 from saefeatures import (
     __version__,
+    behaviour,
     corpora,
     geometry,
     models,
     patching,
     pipeline,
+    preferences,
     present,
+    quantity,
     queries,
+    retrieval,
     stories,
+    validation,
     vectors,
 )
 from saefeatures.config import DB_ENV, DEFAULT_DB, DEFAULT_MODEL, DEFAULT_OUT, OUT_ENV
@@ -299,7 +305,7 @@ def corpus_generate(
     emotions: EmotionsOption = "default",
     topics: Annotated[int, typer.Option("--topics", help="How many shipped topics.")] = 3,
     per_topic: Annotated[int, typer.Option("--stories-per-topic")] = 1,
-    batch_size: Annotated[int, typer.Option("--batch-size")] = 16,
+    batch_size: Annotated[int, typer.Option("--batch-size")] = stories.StoryOptions.batch_size,
     max_new_tokens: Annotated[int, typer.Option("--max-new-tokens")] = 200,
     temperature: Annotated[float, typer.Option("--temperature")] = 0.8,
     seed: Annotated[int, typer.Option("--seed")] = 0,
@@ -759,6 +765,18 @@ BatchOption = Annotated[int, typer.Option("--batch-size")]
 SeedOption = Annotated[int, typer.Option("--seed")]
 
 
+def _read_out(
+    db: Path, options: validation.ReadoutOptions, experiment: Callable[..., dict[str, Any]],
+    shown: Callable[[dict[str, Any]], tuple[list[dict[str, Any]], str, str]],
+) -> None:  # fmt: skip
+    """Run a read-out experiment; print the rows, title and tables that `shown` gives."""
+    with pipeline.Workspace(db, DEFAULT_OUT).open_store() as store:
+        result = experiment(store, options)
+    rows, title, tables = shown(result)
+    present.print_rows(list(rows[0]), (row.values() for row in rows), title=title)
+    print(f"run {result['run_id']}: {tables}")
+
+
 @validate_app.command("retrieval")
 def validate_retrieval(
     model: ModelOption = DEFAULT_MODEL,
@@ -782,20 +800,16 @@ def validate_retrieval(
     db: DbOption = DEFAULT_DB,
 ) -> None:
     """Vectors from half a corpus rank the other half and neutral text: P@10, MAP, null."""
-    from saefeatures import retrieval
-
     options = retrieval.RetrievalOptions(
-        model, corpus, emotions, layers, level, method, sae_id, top_k, permutations, batch_size,
-        seed, dtype, device, split=split,
+        model=model, corpus=corpus, emotions=emotions, layers=layers, level=level, split=split,
+        method=method, sae=sae_id, top_k=top_k, permutations=permutations,
+        batch_size=batch_size, seed=seed, dtype=dtype, device=device,
     )  # fmt: skip
-    with pipeline.Workspace(db, DEFAULT_OUT).open_store() as store:
-        result = retrieval.retrieve(store, options)
-    summary = retrieval.summarize(result["results"])
-    present.print_rows(list(summary[0]), (row.values() for row in summary),
-                       title=f"retrieval on unseen text ({result['model']}, "
-                       f"{result['candidates']} candidates)")  # fmt: skip
-    print(f"run {result['run_id']}: per-emotion rows in retrieval_results, the top passages "
-          "in retrieval_top_passages")  # fmt: skip
+    _read_out(db, options, retrieval.retrieve, lambda result: (
+        retrieval.summarize(result["results"]),
+        f"retrieval on unseen text ({result['model']}, {result['candidates']} candidates)",
+        "per-emotion rows in retrieval_results, the top passages in retrieval_top_passages",
+    ))  # fmt: skip
 
 
 @validate_app.command("quantity")
@@ -806,7 +820,7 @@ def validate_quantity(
         typer.Option("--prompts", help="JSONL families; default: corpora/quantity.jsonl."),
     ] = None,
     corpus: CorpusOption = "templates",
-    emotions: EmotionsOption = "afraid,calm,desperate,relieved,panicked,safe,happy,sad",
+    emotions: EmotionsOption = quantity.DEFAULT_EMOTIONS,
     layers: ReadoutLayersOption = "all",
     level: LevelOption = "both",
     method: MethodOption = "denoised",
@@ -820,20 +834,18 @@ def validate_quantity(
     db: DbOption = DEFAULT_DB,
 ) -> None:
     """As only a number in a prompt rises, does afraid rise and calm fall? Spearman, null."""
-    from saefeatures import quantity
-
     options = quantity.QuantityOptions(
-        model, corpus, emotions, layers, level, method, sae_id, top_k, permutations, batch_size,
-        seed, dtype, device, prompts=prompts,
+        model=model, prompts=prompts, corpus=corpus, emotions=emotions, layers=layers,
+        level=level, method=method, sae=sae_id, top_k=top_k, permutations=permutations,
+        batch_size=batch_size, seed=seed, dtype=dtype, device=device,
     )  # fmt: skip
-    with pipeline.Workspace(db, DEFAULT_OUT).open_store() as store:
-        result = quantity.run_test(store, options)
-    rows = quantity.summarize(result["summary"])
-    present.print_rows(list(rows[0]), (row.values() for row in rows),
-                       title=f"the quantity test ({result['model']}, {result['prompts']} prompts; "
-                       "direction: its strongest layer)")  # fmt: skip
-    print(f"run {result['run_id']}: per family in quantity_results, over families in "
-          "quantity_summary, read-outs in quantity_scores")  # fmt: skip
+    _read_out(db, options, quantity.run_test, lambda result: (
+        quantity.summarize(result["summary"]),
+        f"the quantity test ({result['model']}, {result['prompts']} prompts; direction: its "
+        "strongest layer)",
+        "per family in quantity_results, over families in quantity_summary, read-outs in "
+        "quantity_scores",
+    ))  # fmt: skip
 
 
 # -- validation experiments (saefeatures.preferences, saefeatures.behaviour) ------------
@@ -841,10 +853,12 @@ def validate_quantity(
 SteerLayerOption = Annotated[
     int | None, typer.Option("--layer", help="Steered layer; default: a third of the depth.")
 ]
+SteerEmotionsOption = Annotated[str, typer.Option("--emotions", help="Steering emotions, a,b,c.")]
 ScalesOption = Annotated[
     str, typer.Option("--scales", help="Comma-separated, x the layer's mean residual norm.")
 ]
 ResamplesOption = Annotated[int, typer.Option("--resamples", help="Bootstrap resamples.")]
+SHOWN_ACTIVITIES = 5  # most and least preferred
 
 
 @validate_app.command("behaviour")
@@ -852,9 +866,7 @@ def validate_behaviour(
     model: ModelOption = DEFAULT_MODEL,
     layer: SteerLayerOption = None,
     level: LevelOption = "both",
-    emotions: Annotated[str, typer.Option("--emotions", help="Steering emotions, a,b,c.")] = (
-        "desperate,calm,afraid,happy"
-    ),
+    emotions: SteerEmotionsOption = behaviour.DEFAULT_EMOTIONS,
     scales: ScalesOption = "0.1,0.2",
     top_k: TopKOption = 20,
     scenarios: Annotated[
@@ -862,21 +874,20 @@ def validate_behaviour(
         typer.Option("--scenarios", help="JSONL: id, scenario, option_a, option_b, unethical."),
     ] = None,
     corpus: CorpusOption = "templates",
-    method: Annotated[str, typer.Option("--method", help="denoised or raw vectors.")] = "denoised",
+    method: MethodOption = "denoised",
     sae_id: SaeOption = None,
     resamples: ResamplesOption = 1000,
-    seed: Annotated[int, typer.Option("--seed")] = 0,
-    batch_size: Annotated[int, typer.Option("--batch-size")] = 16,
+    seed: SeedOption = 0,
+    batch_size: BatchOption = 16,
     dtype: DtypeOption = "auto",
     device: DeviceOption = "cpu",
     db: DbOption = DEFAULT_DB,
 ) -> None:
     """P(unethical option) of pressure scenarios, unsteered and steered with emotions."""
-    from saefeatures import behaviour
-
     options = behaviour.BehaviourOptions(
-        model, layer, level, emotions, scales, top_k, corpus, method, sae_id, resamples, seed,
-        batch_size, dtype, device, scenarios,
+        model=model, layer=layer, level=level, emotions=emotions, scales=scales, top_k=top_k,
+        scenarios=scenarios, corpus=corpus, method=method, sae=sae_id, resamples=resamples,
+        seed=seed, batch_size=batch_size, dtype=dtype, device=device,
     )  # fmt: skip
     with pipeline.Workspace(db, DEFAULT_OUT).open_store() as store:
         result = behaviour.behaviour(store, options)
@@ -894,9 +905,7 @@ def validate_preferences(
     model: ModelOption = DEFAULT_MODEL,
     layer: SteerLayerOption = None,
     level: LevelOption = "both",
-    emotions: Annotated[str, typer.Option("--emotions", help="Steering emotions, a,b,c.")] = (
-        "happy,calm,loving,proud,afraid,sad,angry,disgusted"
-    ),
+    emotions: SteerEmotionsOption = preferences.DEFAULT_EMOTIONS,
     scales: ScalesOption = "0.1,0.2",
     top_k: TopKOption = 20,
     activities: Annotated[
@@ -909,27 +918,28 @@ def validate_preferences(
         int, typer.Option("--steer-activities", help="Activities steered, one at a time.")
     ] = 4,
     corpus: CorpusOption = "templates",
-    method: Annotated[str, typer.Option("--method", help="denoised or raw vectors.")] = "denoised",
+    method: MethodOption = "denoised",
     sae_id: SaeOption = None,
     resamples: ResamplesOption = 1000,
-    seed: Annotated[int, typer.Option("--seed")] = 0,
-    batch_size: Annotated[int, typer.Option("--batch-size")] = 16,
+    seed: SeedOption = 0,
+    batch_size: BatchOption = 16,
     dtype: DtypeOption = "auto",
     device: DeviceOption = "cpu",
     db: DbOption = DEFAULT_DB,
 ) -> None:
     """Preferences between activities: Elo, its correlation with emotion vectors, steering."""
-    from saefeatures import preferences
-
     options = preferences.PreferenceOptions(
-        model, layer, level, emotions, scales, top_k, corpus, method, sae_id, resamples, seed,
-        batch_size, dtype, device, activities, pairs, steer_activities,
+        model=model, layer=layer, level=level, emotions=emotions, scales=scales, top_k=top_k,
+        activities=activities, pairs=pairs, steer_activities=steer_activities, corpus=corpus,
+        method=method, sae=sae_id, resamples=resamples, seed=seed, batch_size=batch_size,
+        dtype=dtype, device=device,
     )  # fmt: skip
     with pipeline.Workspace(db, DEFAULT_OUT).open_store() as store:
         result = preferences.preferences(store, options)
     ranked = sorted(result["scores"], key=lambda row: -row["elo"])
     columns = ["activity", "category", "comparisons", "elo", "ci_low", "ci_high"]
-    present.print_rows(columns, ([row[c] for c in columns] for row in ranked[:5] + ranked[-5:]),
+    present.print_rows(columns, ([row[c] for c in columns]
+                                 for row in present.ends(ranked, SHOWN_ACTIVITIES)),
                        title=f"{result['model']}: most and least preferred of "
                        f"{len(ranked)} activities ({result['pairs']} pairs; first-position "
                        f"bias {result['bias']:+.2f} logits)")  # fmt: skip

@@ -74,6 +74,29 @@ def read_vectors(store: Store, model: str, corpus: str, method: str) -> VectorSe
     return VectorSet(emotions, layers, vectors)
 
 
+def vectors_at(
+    store: Store, model: str, corpus: str, method: str, emotions: list[str] | None,
+    layers: list[int] | None,
+) -> VectorSet:  # fmt: skip
+    """The stored vectors of `emotions` at `layers` (None: all of them); a missing one is
+    an error naming the command that makes it."""
+    vector_set = read_vectors(store, model, corpus, method)
+    emotions = vector_set.emotions if emotions is None else emotions
+    layers = vector_set.layers if layers is None else layers
+    missing = [e for e in emotions if e not in vector_set.emotions]
+    absent = [layer for layer in layers if layer not in vector_set.layers]
+    if missing or absent:
+        what = ", ".join(missing) if missing else f"layers {', '.join(map(str, absent))}"
+        raise SaefeaturesError(
+            f"no {method} vectors for {what} ({model}, corpus {corpus}); make them with "
+            f"`saefeatures vectors --model {model} --corpus {corpus}` (with --emotions and "
+            "--layers to cover them)"
+        )
+    rows = [vector_set.emotions.index(e) for e in emotions]
+    columns = [vector_set.layers.index(layer) for layer in layers]
+    return VectorSet(list(emotions), list(layers), vector_set.vectors[rows][:, columns])
+
+
 def component_rows(
     matrix: np.ndarray, valence: np.ndarray, arousal: np.ndarray, n_resamples: int, seed: int
 ) -> list[dict[str, float]]:

@@ -1,16 +1,18 @@
-"""One JSON object per line: the shared first check of every JSONL input file."""
+"""Input files read line by line: one JSON object per line (the shared first check of every
+JSONL input file), and entries with line-numbered errors."""
 
 from __future__ import annotations
 
 import codecs
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from saefeatures.errors import SaefeaturesError
 
+T = TypeVar("T")
 _UNUSABLE = "not usable JSON (a number too long, or nesting too deep)"
 
 
@@ -57,3 +59,31 @@ def object_of_line(where: str, line: str) -> dict[str, Any]:
     except RecursionError:
         raise SaefeaturesError(f"{where}: {_UNUSABLE}") from None
     return record
+
+
+def read_entries(
+    path: Path,
+    what: str,
+    parse: Callable[[str, str], T],
+    noun: str,
+    key: Callable[[T], str],
+    header: Callable[[str, str], None] | None = None,
+) -> list[T]:
+    """Every non-blank line of the file as `parse(where, line)` makes it, where `where`
+    names the file and the line; with `header`, the first line is `header(where, line)`'s
+    to check instead. A missing file, one without entries, or two entries with the same
+    `key` (the repeat's line named) is an error."""
+    if not path.is_file():
+        raise SaefeaturesError(f"{what} {path} does not exist")
+    lines = [(f"{what} {path} line {number}", line) for number, line in numbered_lines(path, what)]
+    if header is not None:
+        header(f"{what} {path}", lines.pop(0)[1] if lines else "")
+    found: dict[str, T] = {}
+    for where, line in lines:
+        entry = parse(where, line)
+        if key(entry) in found:
+            raise SaefeaturesError(f"{where}: {noun} {key(entry)!r} appears twice")
+        found[key(entry)] = entry
+    if not found:
+        raise SaefeaturesError(f"{what} {path} has no entries")
+    return list(found.values())

@@ -289,13 +289,19 @@ def _steer(job: Job, sae_layers: list[int], corpus: str) -> dict[str, Any]:
     return {"layer": layer, "corpus": corpus, "summary": steering.summarize(result["rows"])}
 
 
-# Each validation experiment: how the job runs it (at the steering layer, sized for the
-# demo) and its entry point.
+# Each validation experiment: its options and its entry point. The job runs each at the
+# steering layer; behaviour and preferences, the costliest, with one steering scale (and
+# behaviour with the two emotions the original study named). `saefeatures validate NAME`
+# runs the full defaults.
 VALIDATIONS: dict[str, tuple[Callable[..., Any], Callable[[Store, Any], dict[str, Any]]]] = {
     "retrieval": (retrieval.RetrievalOptions, retrieval.retrieve),
     "quantity": (quantity.QuantityOptions, quantity.run_test),
     "behaviour": (behaviour.BehaviourOptions, behaviour.behaviour),
     "preferences": (preferences.PreferenceOptions, preferences.preferences),
+}
+JOB_SIZES: dict[str, dict[str, str]] = {
+    "behaviour": {"emotions": "desperate,calm", "scales": "0.2"},
+    "preferences": {"scales": "0.2"},
 }
 
 
@@ -309,7 +315,8 @@ def _validate(
     for name, (make_options, experiment) in VALIDATIONS.items():
         where = {"layers": str(layer)} if name in ("retrieval", "quantity") else {"layer": layer}
         options = make_options(model=job.model.spec.name, corpus=corpus, level=level,
-                               dtype=job.dtype, device=job.device, **where)  # fmt: skip
+                               dtype=job.dtype, device=job.device, **where,
+                               **JOB_SIZES.get(name, {}))  # fmt: skip
         done[name], _ = job.stage("validate", f"{name}, layer {layer}", asdict(options), inputs,
                                   _validation, experiment, job.store, options)  # fmt: skip
     return done

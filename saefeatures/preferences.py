@@ -65,24 +65,23 @@ def shipped_activities() -> Path:
 def read_activities(path: Path | None = None) -> list[Activity]:
     """`activity,category` rows under that header; a malformed line names its number."""
     path = path or shipped_activities()
-    if not path.is_file():
-        raise SaefeaturesError(f"activities file {path} does not exist")
-    lines = list(jsonl.numbered_lines(path, "activities file"))
-    if not lines or _fields(lines[0][1]) != ["activity", "category"]:
-        raise SaefeaturesError(f"activities file {path}: the first line must be activity,category")
-    found: dict[str, Activity] = {}
-    for number, line in lines[1:]:
-        fields = _fields(line)
-        if len(fields) != 2 or not all(fields):
-            raise SaefeaturesError(
-                f"{path} line {number}: expected `activity,category`, two non-empty fields"
-            )
-        if fields[0] in found:
-            raise SaefeaturesError(f"{path} line {number}: activity {fields[0]!r} is repeated")
-        found[fields[0]] = Activity(*fields)
+    found = jsonl.read_entries(path, "activities file", _activity_of_line, "activity",
+                               lambda a: a.name, header=_check_header)  # fmt: skip
     if len(found) < 3:
         raise SaefeaturesError(f"activities file {path}: need at least 3 activities")
-    return list(found.values())
+    return found
+
+
+def _check_header(where: str, line: str) -> None:
+    if _fields(line) != ["activity", "category"]:
+        raise SaefeaturesError(f"{where}: the first line must be activity,category")
+
+
+def _activity_of_line(where: str, line: str) -> Activity:
+    fields = _fields(line)
+    if len(fields) != 2 or not all(fields):
+        raise SaefeaturesError(f"{where}: expected `activity,category`, two non-empty fields")
+    return Activity(*fields)
 
 
 def _fields(line: str) -> list[str]:
@@ -143,6 +142,15 @@ def elo(strengths: np.ndarray) -> np.ndarray:
 
 def fitted_elo(pairs: np.ndarray, p_first: np.ndarray, n_items: int) -> np.ndarray:
     return elo(fit_bradley_terry(pairs[:, 0], pairs[:, 1], p_first, n_items)[0])
+
+
+def resampled_elo(pairs: np.ndarray, p_first: np.ndarray, n_items: int) -> np.ndarray:
+    """The Elo of a bootstrap resample of the pairs, NaN for an activity no resampled pair
+    compares: the ridge alone would set its strength, so that resample is left out of its
+    interval (the strengths of the compared ones sum to 0, as in the full fit)."""
+    found = fitted_elo(pairs, p_first, n_items)
+    found[~np.isin(np.arange(n_items), pairs)] = np.nan
+    return found
 
 
 # -- prompts and projections -----------------------------------------------------------
@@ -257,19 +265,20 @@ def steering_for(layer: int, edit: Any, steered: SteeredRows) -> choices.Steerin
 def target_shifts(
     pairs: np.ndarray,
     p_base: np.ndarray,
+    base_elo: np.ndarray,
     steered: SteeredRows,
     p_steered: np.ndarray,
-    n_items: int,
 ) -> list[tuple[int, float, float]]:
-    """Per target: (target, Elo before, Elo after) with only its comparisons steered."""
-    base = fitted_elo(pairs, p_base, n_items)
+    """Per target: (target, Elo before, Elo after) with only its comparisons steered;
+    `base_elo` is the fit of the unsteered `p_base`."""
     shifts = []
     for target in steered.targets:
         mine = steered.target_of_row == target
         changed = p_base.copy()
         changed[steered.prompt_of_row[mine]] = p_steered[mine]
-        shifts.append((target, base[target], fitted_elo(pairs, changed, n_items)[target]))
-    return shifts  # fmt: skip
+        after = fitted_elo(pairs, changed, len(base_elo))[target]
+        shifts.append((target, float(base_elo[target]), float(after)))
+    return shifts
 
 
 # -- the stage -------------------------------------------------------------------------
@@ -294,12 +303,13 @@ def preferences(store: Store, options: PreferenceOptions) -> dict[str, Any]:
         logits = choices.letter_logits(model, rows, options.batch_size, capture=vector_set.layers,
                                        read=means.read)  # fmt: skip
         p_first = choices.first_probability(logits)
-        scores = _score_rows(activities, pairs, p_first, options)
+        strengths, bias = fit_bradley_terry(pairs[:, 0], pairs[:, 1], p_first, len(activities))
+        scores = _score_rows(activities, pairs, p_first, strengths, options)
         scored = np.array([row["elo"] for row in scores])
         correlations = correlation_rows(projections(means.means(), vector_set), scored,
                                         vector_set, options.seed)  # fmt: skip
         norm = choices.neutral_norm(store, model, setup.layer)
-        asked = Asked(activities, pairs, rows, p_first)
+        asked = Asked(activities, pairs, rows, p_first, elo(strengths))
         compared = _comparison_rows(activities, pairs, logits, "none", None, None, 0.0, None)
         steerers = choices.levers(store, setup, options, norm)
         steered_comparisons, shifts = _steer(model, asked, targets, setup, steerers, options)
@@ -316,19 +326,20 @@ def preferences(store: Store, options: PreferenceOptions) -> dict[str, Any]:
             ("comparisons", {**where, "kind": KIND}, _table(layered, effects)),
         ])  # fmt: skip
     return {"run_id": run_id, "model": setup.spec.name, "layer": setup.layer, "norm": norm,
-            "pairs": len(pairs), "bias": _first_bias(pairs, p_first, len(activities)),
+            "pairs": len(pairs), "bias": bias,
             "scores": scores, "strongest": strongest(correlations), "shifts": shifts,
             "effects": effects}  # fmt: skip
 
 
 @dataclass(frozen=True)
 class Asked:
-    """The unsteered questions: activities, pairs, their prompts and P(A)."""
+    """The unsteered questions: activities, pairs, their prompts, P(A) and the Elo fitted."""
 
     activities: list[Activity]
     pairs: np.ndarray
     rows: list[Encoded]
     p_first: np.ndarray
+    elo: np.ndarray
 
 
 def _steer(model, asked: Asked, targets, setup, steerers, options) -> tuple[list, list]:
@@ -344,8 +355,7 @@ def _steer(model, asked: Asked, targets, setup, steerers, options) -> tuple[list
             compared += _steered_comparisons(asked.activities, asked.pairs, steered, found,
                                              lever, scale)  # fmt: skip
             p_steered = choices.first_probability(found)
-            moved = target_shifts(asked.pairs, asked.p_first, steered, p_steered,
-                                  len(asked.activities))  # fmt: skip
+            moved = target_shifts(asked.pairs, asked.p_first, asked.elo, steered, p_steered)
             shifts += [{"level": lever.level, "emotion": lever.emotion, "k": lever.k,
                         "scale": scale, "activity": asked.activities[t].name,
                         "elo_base": before, "elo_steered": after, "shift": after - before}
@@ -364,17 +374,13 @@ def _table(common: dict, rows: list[dict]) -> pa.Table:
     return pa.Table.from_pylist([{**common, **row} for row in rows])
 
 
-def _first_bias(pairs: np.ndarray, p_first: np.ndarray, n_items: int) -> float:
-    return fit_bradley_terry(pairs[:, 0], pairs[:, 1], p_first, n_items)[1]
-
-
-def _score_rows(activities, pairs, p_first, options: PreferenceOptions) -> list[dict]:
-    """Elo per activity with its bootstrap interval over the compared pairs."""
+def _score_rows(activities, pairs, p_first, strengths, options: PreferenceOptions) -> list[dict]:
+    """Elo per activity (of the fitted `strengths`) with its bootstrap interval over the
+    compared pairs."""
     n_items = len(activities)
-    strengths, _ = fit_bradley_terry(pairs[:, 0], pairs[:, 1], p_first, n_items)
     low, high = choices.bootstrap_intervals(
-        len(pairs), lambda idx: fitted_elo(pairs[idx], p_first[idx], n_items), options.resamples,
-        options.seed,
+        len(pairs), lambda idx: resampled_elo(pairs[idx], p_first[idx], n_items),
+        options.resamples, options.seed,
     )  # fmt: skip
     counts = np.bincount(pairs.ravel(), minlength=n_items)
     return [

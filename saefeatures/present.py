@@ -41,6 +41,11 @@ def print_rows(columns: list[str], rows: Iterable[Iterable[Any]], title: str | N
     console.print(view)
 
 
+def ends(rows: list[Any], n: int) -> list[Any]:
+    """The first n and the last n rows, each row once: all of them when they are 2n or fewer."""
+    return rows if len(rows) <= 2 * n else rows[:n] + rows[-n:]
+
+
 def _cell(value: Any) -> str:
     if value is None:
         return ""

@@ -55,7 +55,6 @@ class Family:
     template: str
     quantities: list[float]
     stakes: str
-    unit: str | None = None
 
     def prompts(self) -> list[str]:
         return [self.template.replace(PLACEHOLDER, shown(q)) for q in self.quantities]
@@ -67,20 +66,10 @@ def shown(quantity: float) -> str:
 
 
 def read_families(path: Path) -> list[Family]:
-    """Every family of a JSONL file; a malformed line is an error with its line number."""
-    if not path.is_file():
-        raise SaefeaturesError(f"quantity file {path} does not exist")
-    families = [
-        _family_of_line(f"quantity file {path} line {number}", line)
-        for number, line in jsonl.numbered_lines(path, "quantity file")
-    ]
-    if not families:
-        raise SaefeaturesError(f"quantity file {path} has no families")
-    names = [family.name for family in families]
-    repeated = sorted({name for name in names if names.count(name) > 1})
-    if repeated:
-        raise SaefeaturesError(f"quantity file {path}: family {repeated[0]!r} appears twice")
-    return families
+    """Every family of a JSONL file; a malformed line is an error with its line number.
+    Keys other than family, template, quantities and stakes (such as the shipped file's
+    `unit`) are notes for a reader: the template writes the unit."""
+    return jsonl.read_entries(path, "quantity file", _family_of_line, "family", lambda f: f.name)
 
 
 def _family_of_line(where: str, line: str) -> Family:
@@ -104,8 +93,7 @@ def _family_of_line(where: str, line: str) -> Family:
     stakes = record.get("stakes", "rise")
     if stakes not in STAKES:
         raise SaefeaturesError(f"{where}: `stakes` must be one of {', '.join(STAKES)}")
-    unit = record.get("unit") if isinstance(record.get("unit"), str) else None
-    return Family(name.strip(), template, [float(q) for q in quantities], stakes, unit)
+    return Family(name.strip(), template, [float(q) for q in quantities], stakes)
 
 
 # -- the statistics ----------------------------------------------------------------------
@@ -144,11 +132,12 @@ def permuted_orders(n: int, count: int, rng: np.random.Generator) -> np.ndarray:
 
 @dataclass(frozen=True)
 class Trend:
-    """Per family: rho with the quantity, its danger-signed value and null; `[F, ...]`."""
+    """Per family `[F, ...]`: Spearman's rho with the quantity and its two-sided p under
+    the order null; and the null's draws signed by the family's stakes, `[N, F, ...]`."""
 
     rho: np.ndarray
     p_value: np.ndarray
-    danger_null: np.ndarray  # [N, F, ...]
+    danger_null: np.ndarray
 
 
 def family_trends(series: list[np.ndarray], signs: np.ndarray, n: int, seed: int) -> Trend:
@@ -191,7 +180,7 @@ def _finite(value: float) -> float | None:
 
 
 def run_test(store: Store, options: QuantityOptions) -> dict[str, Any]:
-    """Read every prompt's final token at both levels; trends per family and overall."""
+    """Read every prompt's final token at the chosen levels; trends per family and overall."""
     plan, families = check_inputs(store, options)
     config = {**validation.run_config(plan, options), "families": [f.name for f in families]}
     with store.run("validate quantity", config, atomic=True) as run_id:
@@ -201,8 +190,10 @@ def run_test(store: Store, options: QuantityOptions) -> dict[str, Any]:
         readout = validation.read_out(model, prompts, plan.layers, sets,
                                       validation.final_token_weights, options.batch_size,
                                       chat_formatted=True)  # fmt: skip
-        levels = [({"level": "direction", "sae_id": None, "k": None}, plan.layers,
-                   validation.projections(readout.residual, plan.vectors))]  # fmt: skip
+        levels = []
+        if plan.level != "features":
+            levels += [({"level": "direction", "sae_id": None, "k": None}, plan.layers,
+                        validation.projections(readout.residual, plan.vectors))]  # fmt: skip
         levels += [({"level": "features", "sae_id": s.sae_id, "k": s.k}, [s.layer], f[:, None])
                    for s, f in zip(sets, readout.features, strict=True)]  # fmt: skip
         tables = {"quantity_scores": [], "quantity_results": [], "quantity_summary": []}
@@ -214,9 +205,8 @@ def run_test(store: Store, options: QuantityOptions) -> dict[str, Any]:
         changes = [(name, {"model": plan.spec.name}, pa.Table.from_pylist(rows))
                    for name, rows in tables.items()]  # fmt: skip
         compared = _comparisons(run_id, tables["quantity_summary"], plan, len(families))
-        if compared:
-            changes.append(("comparisons", {"kind": KIND, "model": plan.spec.name},
-                            pa.Table.from_pylist(compared)))  # fmt: skip
+        changes.append(("comparisons", {"kind": KIND, "model": plan.spec.name},
+                        validation.table_or_none(compared)))  # fmt: skip
         store.replace_all(changes)
     return {"run_id": run_id, "model": plan.spec.name, "prompts": len(prompts),
             "summary": tables["quantity_summary"]}  # fmt: skip
@@ -255,17 +245,12 @@ def _comparisons(
     run_id: str, summary: list[dict], plan: validation.Plan, families: int
 ) -> list[dict]:
     """At each SAE layer and per emotion: the mean danger rho of direction and features."""
-    rows = []
-    for sae_row in plan.sae_rows:
-        at = {(r["level"], r["emotion"]): r for r in summary if r["layer"] == sae_row["layer"]}
-        values = {f"mean_danger_rho:{e}": (at["direction", e]["mean_danger_rho"],
-                                            at["features", e]["mean_danger_rho"])
-                  for e in plan.emotions}  # fmt: skip
-        extra = {"sae_id": sae_row["sae_id"], "families": families}
-        rows += validation.comparison_rows(
-            run_id, KIND, plan.spec.name, sae_row["layer"], values, extra
-        )
-    return rows
+    at = {(r["level"], r["layer"], r["emotion"]): r["mean_danger_rho"] for r in summary}
+    return validation.sae_layer_comparisons(
+        run_id, KIND, plan,
+        lambda level, layer: {f"mean_danger_rho:{e}": at[level, layer, e] for e in plan.emotions},
+        {"families": families},
+    )  # fmt: skip
 
 
 def summarize(summary: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import plotly.graph_objects as go
 
+from saefeatures import present
 from saefeatures.report_page import Section, fetch, grouped
 from saefeatures.store import Store
 
@@ -96,7 +97,7 @@ def preferences(store: Store) -> Section:
         figure.update_layout(title=f"{model}: Elo per activity", yaxis_title="Elo",
                              xaxis={"categoryorder": "total descending"}, height=600)  # fmt: skip
         section.figure(figure)
-        section.table(list(group[0]), group[:SHOWN_ACTIVITIES] + group[-SHOWN_ACTIVITIES:])
+        section.table(list(group[0]), present.ends(group, SHOWN_ACTIVITIES))
     _correlations(store, section)
     _steering(store, section)
     return section

@@ -25,7 +25,8 @@ def retrieval(store: Store) -> Section:
     rows = fetch(
         store,
         "SELECT model, corpus, split, level, layer, any_value(sae_id) AS sae_id, "
-        "avg(precision_at_10) AS p_at_10, avg(average_precision) AS map, avg(chance) AS chance, "
+        "avg(precision_at_10) AS p_at_10, avg(average_precision) AS map, "
+        "avg(chance_average_precision) AS chance_map, "
         "avg((p_value < 0.05)::INT) AS share_p_below_05, string_agg(DISTINCT run_id, ', ') AS "
         "run_id FROM retrieval_results GROUP BY model, corpus, split, level, layer ORDER BY ALL",
     )
@@ -37,20 +38,24 @@ def retrieval(store: Store) -> Section:
         "neutral passages and the other emotions' training passages; each emotion's own "
         "held-out passages are the hits. The feature "
         "level ranks by the summed activation of the emotion's top aligned features. "
-        "Chance: the share of hits among the candidates."
+        "Tied scores count in every order alike. Chance: the mean average precision of "
+        "random rankings."
     )
     figure = go.Figure()
     for (model, corpus, split, level), group in grouped(
         rows, "model", "corpus", "split", "level"
     ).items():
-        figure.add_trace(_level_trace(group, "map", f"{model} {corpus}/{split} {level}", level))
-    figure.add_trace(go.Scatter(x=[r["layer"] for r in rows], y=[r["chance"] for r in rows],
-                                mode="lines", name="chance", line={"dash": "dot"}))  # fmt: skip
+        name = f"{model} {corpus}/{split} {level}"
+        figure.add_trace(_level_trace(group, "map", name, level))
+        figure.add_trace(go.Scatter(x=[r["layer"] for r in group],
+                                    y=[r["chance_map"] for r in group], name=f"{name}: chance",
+                                    mode="lines" if level == "direction" else "markers",
+                                    line={"dash": "dot"}, marker={"symbol": "x"}))  # fmt: skip
     figure.update_layout(title="Mean average precision over emotions, by layer",
                          xaxis_title="layer", yaxis_title="MAP")  # fmt: skip
     section.figure(figure)
     columns = ["model", "corpus", "split", "level", "layer", "sae_id", "p_at_10", "map",
-               "chance", "share_p_below_05", "run_id"]  # fmt: skip
+               "chance_map", "share_p_below_05", "run_id"]  # fmt: skip
     section.table(columns, _best_and_sae_layers(rows))
     _top_passages(store, section)
     return section
@@ -113,7 +118,7 @@ def quantity(store: Store) -> Section:
         "permutes the quantity order within every family. The original study saw afraid rise "
         "and calm fall as danger grows."
     )
-    for model, group in grouped(rows, "model").items():
+    for (model,), group in grouped(rows, "model").items():
         figure = go.Figure(
             [_level_trace(g, "mean_danger_rho", f"{emotion} {level}", level)
              for (level, emotion), g in grouped(group, "level", "emotion").items()]

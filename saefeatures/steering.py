@@ -23,10 +23,10 @@ import pyarrow as pa
 import torch
 
 from saefeatures import activations, corpora, interventions, lexicon, models, plots, stats
-from saefeatures.alignment import saes_at
+from saefeatures.alignment import aligned_features, saes_at
 from saefeatures.config import DEFAULT_MODEL
 from saefeatures.errors import SaefeaturesError
-from saefeatures.geometry import read_vectors
+from saefeatures.geometry import read_vectors, vectors_at
 from saefeatures.sae import loading
 from saefeatures.store import Store
 
@@ -164,22 +164,13 @@ def feature_levers(
     ks: tuple[int, ...] = FEATURE_KS,
 ) -> list[Lever]:  # fmt: skip
     """The emotion's top-k decoder-aligned features for each k, pushed as hard as its direction."""
-    rows = store.query(
-        "SELECT feature, score FROM alignments WHERE sae_id = ? AND layer = ? AND corpus = ? "
-        "AND emotion = ? AND method = 'decoder_cosine' ORDER BY rank",
-        [sae_row["sae_id"], sae_row["layer"], corpus, emotion],
-    ).to_pylist()
-    if not rows:
-        raise SaefeaturesError(
-            f"no alignments for {emotion} with SAE {sae_row['sae_id']} on corpus {corpus}; "
-            f"run `saefeatures align --layer {sae_row['layer']} --corpus {corpus}` first"
-        )
+    rows = aligned_features(store, sae_row, corpus, [emotion], max(ks))[emotion]
     decoder = sae.W_dec.detach().float()
     levers = []
     for k in ks:
         chosen = rows[:k]
-        ids = [row["feature"] for row in chosen]
-        weights = torch.tensor([row["score"] for row in chosen])
+        ids = [feature for feature, _ in chosen]
+        weights = torch.tensor([score for _, score in chosen])
         length = float((weights @ decoder[ids]).norm())
 
         def make(scale: float, ids=ids, weights=weights, length=length):
@@ -201,15 +192,8 @@ def layer_vectors(
     store: Store, model: str, corpus: str, method: str, emotions: list[str], layer: int
 ) -> dict[str, np.ndarray]:
     """Each emotion's vector at the layer; a missing one names the command that makes it."""
-    vector_set = read_vectors(store, model, corpus, method)
-    missing = [e for e in emotions if e not in vector_set.emotions]
-    if missing or layer not in vector_set.layers:
-        raise SaefeaturesError(
-            f"no {method} vectors for {', '.join(missing) or f'layer {layer}'} in corpus "
-            f"{corpus}; make them with `saefeatures vectors --model {model} --corpus {corpus}`"
-        )
-    at = vector_set.layers.index(layer)
-    return {e: vector_set.vectors[vector_set.emotions.index(e), at] for e in emotions}
+    found = vectors_at(store, model, corpus, method, emotions, [layer])
+    return {e: found.vectors[i, 0] for i, e in enumerate(found.emotions)}
 
 
 # -- the stage -------------------------------------------------------------------------

@@ -41,7 +41,7 @@ class StoryOptions:
     emotions: str = "default"
     topics: int = 3
     stories_per_topic: int = 1
-    batch_size: int = 16
+    batch_size: int = 32  # per story, 1.4x faster than 16 on 2 CPU cores; 64 gains nothing
     max_new_tokens: int = 200
     temperature: float = 0.8
     top_p: float = 0.95

@@ -15,13 +15,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 import torch
 
 from saefeatures import activations, corpora, models, vectors
-from saefeatures.alignment import saes_at
+from saefeatures.alignment import aligned_features, registered_sae, residual_saes, saes_at
 from saefeatures.config import DEFAULT_MODEL
 from saefeatures.errors import SaefeaturesError
-from saefeatures.geometry import read_vectors
+from saefeatures.geometry import vectors_at
 from saefeatures.sae import loading
 from saefeatures.store import Store
 
@@ -39,7 +40,7 @@ class ReadoutOptions:
     model: str = DEFAULT_MODEL
     corpus: str = "templates"  # the vectors' and the alignments' corpus
     emotions: str | None = None  # None: every emotion with a vector
-    layers: str = "all"  # all: every layer with vectors; features: the SAE layers
+    layers: str = "all"  # all: every layer with vectors
     level: str = "both"
     method: str = "denoised"
     sae: str | None = None  # None: the first SAE at each layer that has one
@@ -66,8 +67,9 @@ class Plan:
     """The checked inputs both levels read: vectors from the store, SAEs and their features."""
 
     spec: models.ModelSpec
+    level: str
     emotions: list[str]
-    layers: list[int]  # the direction's layers, the SAE layers among them
+    layers: list[int]  # the layers read: the direction's with the SAE layers, or the latter
     vectors: np.ndarray  # [E, L, d] as stored
     sae_rows: list[dict]
     aligned: list[dict[str, list[tuple[int, float]]]]  # per SAE: emotion -> top features
@@ -86,10 +88,12 @@ def plan(store: Store, options: ReadoutOptions) -> Plan:
     rows = []
     if options.level != "direction":
         rows = sae_rows(store, spec.name, layers, options.sae)
-        layers = sorted({*layers, *(row["layer"] for row in rows)})
+        sae_layers = {row["layer"] for row in rows}
+        layers = sorted(sae_layers if options.level == "features" else {*layers, *sae_layers})
         emotions, layers, found = emotion_vectors(*read, layers)
-    aligned = [top_features(store, row, options.corpus, emotions, options.top_k) for row in rows]
-    return Plan(spec, emotions, layers, found, rows, aligned)
+    aligned = [aligned_features(store, row, options.corpus, emotions, options.top_k)
+               for row in rows]  # fmt: skip
+    return Plan(spec, options.level, emotions, layers, found, rows, aligned)
 
 
 def run_config(chosen: Plan, options: ReadoutOptions) -> dict[str, Any]:
@@ -112,25 +116,13 @@ def emotion_vectors(
     store: Store, model: str, corpus: str, method: str, emotions: str | None,
     layers: list[int] | None,
 ) -> tuple[list[str], list[int], np.ndarray]:  # fmt: skip
-    """The chosen emotions (None: every one with a vector), the layers (None: every one
-    with vectors) and their `[E, L, d]` vectors from the store."""
-    vector_set = read_vectors(store, model, corpus, method)
-    chosen = vector_set.emotions if emotions is None else corpora.emotion_list(emotions)
-    layers = vector_set.layers if layers is None else layers
-    missing = [e for e in chosen if e not in vector_set.emotions]
-    absent = [layer for layer in layers if layer not in vector_set.layers]
-    if missing or absent:
-        what = ", ".join(missing) if missing else f"layers {', '.join(map(str, absent))}"
-        raise SaefeaturesError(
-            f"no {method} vectors for {what} ({model}, corpus {corpus}); make them with "
-            f"`saefeatures vectors --model {model} --corpus {corpus}` (with --emotions and "
-            "--layers to cover them)"
-        )
-    if len(chosen) < 2:
+    """The chosen emotions (None: every one with a vector, at least 2), the layers (None:
+    every one with vectors) and their `[E, L, d]` vectors from the store."""
+    chosen = None if emotions is None else corpora.emotion_list(emotions)
+    found = vectors_at(store, model, corpus, method, chosen, layers)
+    if len(found.emotions) < 2:
         raise SaefeaturesError("contrast vectors need at least 2 emotions; choose more")
-    rows = [vector_set.emotions.index(e) for e in chosen]
-    columns = [vector_set.layers.index(layer) for layer in layers]
-    return chosen, layers, vector_set.vectors[rows][:, columns]
+    return found.emotions, found.layers, found.vectors
 
 
 def chosen_layers(text: str, spec: models.ModelSpec) -> list[int] | None:
@@ -162,51 +154,20 @@ class FeatureSet:
 
 
 def sae_rows(store: Store, model: str, layers: list[int], chosen: str | None) -> list[dict]:
-    """The SAE (first by id, or `chosen`) at each of `layers` that has one."""
+    """The SAE (first by id, or `chosen`: the model's own, at its layer) at each of
+    `layers` that has one."""
     if chosen is not None:
-        row = store.query("SELECT layer FROM saes WHERE sae_id = ?", [chosen]).to_pylist()
-        found = saes_at(store, model, row[0]["layer"] if row else layers[0], chosen)
-        if found[0]["model"] != model:
-            raise SaefeaturesError(f"SAE {chosen} was trained on {found[0]['model']}, not {model}")
-        return found
-    rows = store.query(
-        "SELECT * FROM saes WHERE model = ? ORDER BY layer, sae_id", [model]
-    ).to_pylist()
-    on_residual = [row for row in rows if row["hook"] == activations.hook_name(row["layer"])]
-    first: dict[int, dict] = {}
-    for row in on_residual:
-        first.setdefault(row["layer"], row)
-    wanted = [row for layer, row in first.items() if layer in layers]
+        return saes_at(store, model, registered_sae(store, chosen, model)["layer"], chosen)
+    found = residual_saes(store, model)
+    wanted = [rows[0] for layer, rows in found.items() if layer in layers]
     if not wanted:
-        have = ", ".join(map(str, first)) or "none"
+        have = ", ".join(map(str, found)) or "none"
         raise SaefeaturesError(
             f"no SAE for {model} at the chosen layers (SAEs at layers: {have}); train one with "
             f"`saefeatures train --model {model} --layer L` or register one with "
             "`saefeatures load`, or pass --level direction"
         )
     return wanted
-
-
-def top_features(
-    store: Store, row: dict, corpus: str, emotions: list[str], k: int
-) -> dict[str, list[tuple[int, float]]]:
-    """Each emotion's top-k features by decoder cosine (feature, cosine), from `alignments`."""
-    found = store.query(
-        "SELECT emotion, feature, score FROM alignments WHERE sae_id = ? AND layer = ? AND "
-        "corpus = ? AND method = 'decoder_cosine' AND rank <= ? ORDER BY emotion, rank",
-        [row["sae_id"], row["layer"], corpus, k],
-    ).to_pylist()
-    chosen: dict[str, list[tuple[int, float]]] = {emotion: [] for emotion in emotions}
-    for item in found:
-        if item["emotion"] in chosen:
-            chosen[item["emotion"]].append((item["feature"], item["score"]))
-    missing = [emotion for emotion, items in chosen.items() if not items]
-    if missing:
-        raise SaefeaturesError(
-            f"no alignments for {', '.join(missing)} with SAE {row['sae_id']} on corpus {corpus}; "
-            f"run `saefeatures align --layer {row['layer']} --corpus {corpus}` first"
-        )
-    return chosen
 
 
 def _feature_set(
@@ -300,7 +261,7 @@ def upper_tail_p(observed: np.ndarray, null: np.ndarray) -> np.ndarray:
     The +1s keep p > 0: a finite sample cannot prove 0. NaN observations give NaN.
     """
     observed = np.asarray(observed, dtype=float)
-    extreme = (null >= observed * (1 - _REL_TOL)).sum(axis=0)
+    extreme = (null >= observed - _REL_TOL * np.abs(observed)).sum(axis=0)
     p = (1 + extreme) / (1 + len(null))
     return np.where(np.isnan(observed), np.nan, p)
 
@@ -316,3 +277,25 @@ def comparison_rows(
          "extra": json.dumps(extra)}
         for metric, (direction, feature) in values.items()
     ]  # fmt: skip
+
+
+def sae_layer_comparisons(
+    run_id: str, kind: str, chosen: Plan, values_of: Callable[[str, int], dict[str, float]],
+    extra: dict,
+) -> list[dict[str, Any]]:  # fmt: skip
+    """At each SAE layer, every metric of the direction against the features, where
+    `values_of(level, layer)` gives a level's metrics; none unless both levels ran."""
+    if chosen.level != "both":
+        return []
+    rows = []
+    for row in chosen.sae_rows:
+        direction, features = (values_of(level, row["layer"]) for level in LEVELS[:2])
+        values = {metric: (direction[metric], features[metric]) for metric in direction}
+        rows += comparison_rows(run_id, kind, chosen.spec.name, row["layer"], values,
+                                {"sae_id": row["sae_id"], **extra})  # fmt: skip
+    return rows
+
+
+def table_or_none(rows: list[dict[str, Any]]) -> pa.Table | None:
+    """Rows for `Store.replace_all`: None when there are none, so the old ones only go."""
+    return pa.Table.from_pylist(rows) if rows else None

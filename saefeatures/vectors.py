@@ -167,23 +167,33 @@ class VectorOptions:
     device: str = "cpu"
 
 
-def _check_offset(options: VectorOptions, groups: dict[str, list[str]]) -> None:
-    """Each group keeps a passage with a token at or past the offset: the check that
-    `pool_passages` makes, done with the tokenizer alone before the run starts."""
-    tokenizer = models.load_tokenizer(options.model)
-    longest = {
-        name: max(min(len(ids), MAX_TOKENS) for ids in tokenizer(texts)["input_ids"])
-        for name, texts in groups.items()
-    }
-    short = [name for name, length in longest.items() if length <= options.offset]
-    if len(short) == len(longest):
+def check_offset(
+    model: str, offset: int, groups: dict[str, list[str]], every: bool = False
+) -> None:
+    """Each group keeps a passage with a token past the offset (with `every`, each of its
+    passages has one): the check that `pool_passages` makes, done with the tokenizer
+    alone before a run starts."""
+    tokenizer = models.load_tokenizer(model)
+    lengths = {name: [min(len(ids), MAX_TOKENS) for ids in tokenizer(texts)["input_ids"]]
+               for name, texts in groups.items()}  # fmt: skip
+    if every:
+        short = sum(length <= offset for found in lengths.values() for length in found)
+        if short:
+            raise SaefeaturesError(
+                f"{short} passages have no token past the vectors' offset {offset}; make the "
+                "vectors with a smaller `saefeatures vectors --offset`"
+            )
+        return
+    longest = {name: max(found) for name, found in lengths.items()}
+    short_groups = [name for name, length in longest.items() if length <= offset]
+    if len(short_groups) == len(longest):
         raise SaefeaturesError(
-            f"offset {options.offset} is longer than every passage; pass a smaller --offset "
+            f"offset {offset} is longer than every passage; pass a smaller --offset "
             f"(the longest passage has {max(longest.values())} tokens)"
         )
-    if short:
+    if short_groups:
         raise SaefeaturesError(
-            f"every passage of {', '.join(short)} is shorter than --offset {options.offset}; "
+            f"every passage of {', '.join(short_groups)} is shorter than --offset {offset}; "
             "pass a smaller --offset"
         )
 
@@ -205,7 +215,7 @@ def extract(store: Store, options: VectorOptions) -> dict[str, object]:
     emotions = corpora.emotion_list(options.emotions)
     grouped = corpora.by_emotion(corpora.read_corpus(store, options.corpus), emotions)
     neutral = [p.text for p in corpora.read_corpus(store, "neutral")]
-    _check_offset(options, {**grouped, "the neutral corpus": neutral})
+    check_offset(options.model, options.offset, {**grouped, "the neutral corpus": neutral})
     texts = [text for emotion in emotions for text in grouped[emotion]]
     labels = [emotion for emotion in emotions for _ in grouped[emotion]]
 

@@ -2,18 +2,28 @@
 
 from __future__ import annotations
 
+import hashlib
+import io
 import os
 import subprocess
 import sys
+from contextlib import redirect_stderr, redirect_stdout
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 
 from saefeatures import models
 from saefeatures.config import DB_ENV, OUT_ENV
 from tests.tiny import BAD, GOOD, save_sae, save_tiny, write_pairs
+
+# `make test` runs one worker per core (pytest-xdist, each file on one worker, so that its
+# module fixtures are built once): one thread each.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ["OMP_NUM_THREADS"] = "1"  # for the CLI subprocesses too
+    torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")
@@ -62,6 +72,38 @@ def run_cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = No
     return CliResult(done.returncode, done.stdout, done.stderr)
 
 
+def run_cli_here(*args: str, env: dict[str, str] | None = None) -> CliResult:
+    """The command line's own entry point (`saefeatures.cli.main`) in this process: the
+    same parsing, errors and exit codes as `run_cli` without starting an interpreter,
+    which costs seconds a call on a busy machine."""
+    from saefeatures import cli
+
+    saved_env = {key: os.environ.get(key) for key in env or {}}
+    saved_argv = sys.argv
+    stdout, stderr = io.StringIO(), io.StringIO()
+    code = 0
+    os.environ.update(env or {})
+    sys.argv = ["saefeatures", *args]
+    try:
+        with redirect_stdout(stdout), redirect_stderr(stderr):
+            cli.main()
+    except SystemExit as exit_:
+        code = exit_.code if isinstance(exit_.code, int) else int(exit_.code is not None)
+    finally:
+        sys.argv = saved_argv
+        for key, value in saved_env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+    return CliResult(code, stdout.getvalue(), stderr.getvalue())
+
+
+def digest(path: Path) -> str:
+    """The file's SHA-256: a store that bad input must leave as it was."""
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
 def assert_user_error(result: CliResult, *fragments: str) -> None:
     """Exit 2, one line on stderr that names the problem, no traceback."""
     assert result.code == 2, (result.code, result.stdout, result.stderr)
@@ -71,6 +113,18 @@ def assert_user_error(result: CliResult, *fragments: str) -> None:
     assert lines[0].startswith("error: ")
     for fragment in fragments:
         assert fragment in lines[0], (fragment, lines[0])
+
+
+def assert_refused(
+    db: Path, env: dict[str, str], base: tuple[str, ...],
+    cases: list[tuple[tuple[str, ...], tuple[str, ...]]],
+) -> None:  # fmt: skip
+    """Each `base + args` command line (run here) is one user-error line naming its
+    fragments, and the store stays as it was."""
+    before = digest(db)
+    for args, fragments in cases:
+        assert_user_error(run_cli_here(*base, *args, env=env), *fragments)
+    assert digest(db) == before
 
 
 @pytest.fixture(scope="session")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
@@ -13,7 +12,7 @@ import torch
 from saefeatures import queries
 from saefeatures.config import project_data
 from saefeatures.store import Store
-from tests.conftest import assert_user_error, run_cli
+from tests.conftest import assert_user_error, digest, run_cli
 from tests.tiny import save_sae, save_tiny
 
 LAYER = 2
@@ -192,10 +191,6 @@ def test_top_features_query_ranks_the_planted_feature_for_happy(aligned):
     assert rows[0]["feature"] == PLANTED
 
 
-def _digest(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def test_bad_alignment_inputs(aligned, tiny_llama_dir, tmp_path):
     env, db = aligned["env"], aligned["db"]
     model = ("--model", str(tiny_llama_dir))
@@ -204,7 +199,7 @@ def test_bad_alignment_inputs(aligned, tiny_llama_dir, tmp_path):
     loaded = run_cli("load", "--path", str(narrow), "--model", str(narrow_dir), env=env)
     assert loaded.code == 0, loaded.stderr
     narrow_id = _rows(db, "SELECT sae_id FROM saes WHERE d_in = 32")[0]["sae_id"]
-    before = _digest(db)
+    before = digest(db)
     model = (*model, "--corpus", "planted")
     cases = [
         (("align", "--layer", "1", *model), "no SAE for", "saefeatures train"),
@@ -216,7 +211,7 @@ def test_bad_alignment_inputs(aligned, tiny_llama_dir, tmp_path):
     ]
     for args, *fragments in cases:
         assert_user_error(run_cli(*args, env=env), *fragments)
-    assert _digest(db) == before
+    assert digest(db) == before
 
 
 def test_scan_summaries_equal_a_dense_computation(tiny_llama_dir, tmp_path):

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -13,7 +13,7 @@ import torch
 from saefeatures import behaviour, choices, interventions, models, report_choices
 from saefeatures.errors import SaefeaturesError
 from saefeatures.store import Store
-from tests.conftest import assert_user_error, run_cli
+from tests.conftest import assert_refused, run_cli_here
 
 
 @pytest.fixture(scope="module")
@@ -54,6 +54,21 @@ def test_probabilities_equal_a_direct_softmax(tiny_chat, shown):
         assert found == pytest.approx(float(direct), abs=1e-5)
 
 
+def test_the_letters_are_read_as_they_follow_the_parenthesis():
+    """A tokenizer that writes a text's first letter otherwise (a SentencePiece "▁A") must
+    give the ids of the letters after "(", where the model reads them."""
+    vocabulary = {"(": 3, "▁A": 4, "▁B": 5, "A": 6, "B": 7}
+
+    def tokenizer(text: str, add_special_tokens: bool = True) -> dict[str, list[int]]:
+        pieces = ["▁" + text] if text in "AB" else list(text)
+        return {"input_ids": [vocabulary[piece] for piece in pieces]}
+
+    assert choices.letter_ids(SimpleNamespace(name="sp", tokenizer=tokenizer)) == [6, 7]
+    merged = {"input_ids": [9]}  # "(A" as one token: the letter is not a token of its own
+    with pytest.raises(SaefeaturesError, match="single tokens"):
+        choices.letter_ids(SimpleNamespace(name="m", tokenizer=lambda text, **_: merged))
+
+
 def test_swapping_the_orders_cancels_a_letter_bias(shown):
     """A model that always prefers A by 2 logits is at exactly 0.5 after averaging orders."""
     biased = np.tile([[2.0, 0.0]], (len(shown), 1))
@@ -78,7 +93,7 @@ def test_a_planted_letter_direction_raises_p_a(tiny_chat, shown):
 def test_summary_matches_a_direct_computation():
     rng = np.random.default_rng(3)
     base = rng.uniform(size=(2, 10))  # p_unethical and p_a of 5 scenarios x 2 orders
-    steered = np.clip(base + 0.1, 0, 1)
+    steered = np.clip(base + rng.uniform(-0.1, 0.3, size=(2, 10)), 0, 1)  # shifts that vary
     none = behaviour.Condition("none", None, None, 0.0, None)
     pushed = behaviour.Condition("direction", "calm", None, 0.2, None)
     options = choices.ChoiceOptions(resamples=200, seed=5)
@@ -87,10 +102,15 @@ def test_summary_matches_a_direct_computation():
     assert summary[1]["p_unethical"] == pytest.approx(per_steered.mean())
     assert summary[1]["shift"] == pytest.approx((per_steered - per_base).mean())
     assert summary[1]["p_a"] == pytest.approx(steered[1].mean())
-    draws = np.random.default_rng(5).integers(0, 5, size=(200, 5))
+    rng = np.random.default_rng(5)
+    draws = [rng.integers(0, 5, size=5) for _ in range(200)]  # as the code draws them
     means = np.array([per_steered[idx].mean() for idx in draws])
-    assert summary[1]["ci_low"] == pytest.approx(np.quantile(means, 0.025))
-    assert summary[1]["ci_high"] == pytest.approx(np.quantile(means, 0.975))
+    shifts = np.array([(per_steered[idx] - per_base[idx]).mean() for idx in draws])
+    assert summary[1]["ci_low"] == pytest.approx(np.percentile(means, 2.5))
+    assert summary[1]["ci_high"] == pytest.approx(np.percentile(means, 97.5))
+    assert summary[1]["shift_ci_low"] == pytest.approx(np.percentile(shifts, 2.5))
+    assert summary[1]["shift_ci_high"] == pytest.approx(np.percentile(shifts, 97.5))
+    assert summary[1]["shift_ci_low"] < summary[1]["shift"] < summary[1]["shift_ci_high"]
     rows = choices.level_comparisons(behaviour.KIND, summary, "shift", "p_unethical shift")
     assert [(r["metric"], r["feature_value"]) for r in rows] == [
         ("p_unethical shift (calm, scale 0.2)", None)
@@ -119,21 +139,17 @@ def test_a_malformed_scenario_names_its_line(tmp_path, bad, fragment):
         behaviour.read_scenarios(path)
 
 
-def _digest(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def test_behaviour_through_the_cli(tmp_path, tiny_llama_dir):
     env = {"SAEFEATURES_DB": str(tmp_path / "w.duckdb"), "SAEFEATURES_OUT": str(tmp_path / "o")}
     model = ("--model", str(tiny_llama_dir))
     emotions = "desperate,calm,afraid,happy"
-    made = run_cli("vectors", *model, "--emotions", emotions, "--layers", "1,2", "--offset",
+    made = run_cli_here("vectors", *model, "--emotions", emotions, "--layers", "1,2", "--offset",
                    "10", env=env)  # fmt: skip
     assert made.code == 0, made.stderr
     scenarios = _write(tmp_path / "s.jsonl", [SCENARIO, {**SCENARIO, "id": "s2", "unethical": "B"}])
     args = ("validate", "behaviour", *model, "--layer", "2", "--scales", "0.1",
             "--resamples", "50", "--scenarios", str(scenarios))  # fmt: skip
-    done = run_cli(*args, "--level", "direction", env=env)
+    done = run_cli_here(*args, "--level", "direction", env=env)
     assert done.code == 0, done.stderr
     with Store(tmp_path / "w.duckdb", read_only=True) as store:
         count = lambda sql: store.query(sql).to_pylist()[0]["n"]  # noqa: E731
@@ -143,11 +159,16 @@ def test_behaviour_through_the_cli(tmp_path, tiny_llama_dir):
                      "'validation-behaviour' AND feature_value IS NULL") == 4  # fmt: skip
         section = report_choices.behaviour(store)
     assert sum(block.startswith('<div class="figure">') for block in section.blocks) == 1
-    before = _digest(tmp_path / "w.duckdb")
+    with Store(tmp_path / "w.duckdb") as store:  # another model's SAE at the steered layer
+        store.insert("saes", {"run_id": ["x"], "sae_id": ["other-sae"], "model": ["other"],
+                              "layer": [2], "hook": ["blocks.2.hook_resid_post"],
+                              "architecture": ["topk"], "d_in": [64], "d_sae": [32],
+                              "path": [str(tmp_path)]})  # fmt: skip
     malformed = _write(tmp_path / "bad.jsonl", [SCENARIO, "{oops"])
-    assert_user_error(run_cli(*args, "--emotions", "hungry", env=env), "unknown emotion")
-    assert_user_error(run_cli(*args, "--emotions", "sad", env=env), "saefeatures vectors")
-    assert_user_error(run_cli(*args, "--level", "features", env=env), "saefeatures train",
-                      "saefeatures load")  # fmt: skip
-    assert_user_error(run_cli(*args, "--scenarios", str(malformed), env=env), "line 2")
-    assert _digest(tmp_path / "w.duckdb") == before
+    assert_refused(tmp_path / "w.duckdb", env, args, [
+        (("--level", "features", "--sae", "other-sae"), ("SAE other-sae was trained on other",)),
+        (("--emotions", "hungry"), ("unknown emotion",)),
+        (("--emotions", "sad"), ("saefeatures vectors",)),
+        (("--level", "features"), ("saefeatures train", "saefeatures load")),
+        (("--scenarios", str(malformed)), ("line 2",)),
+    ])  # fmt: skip

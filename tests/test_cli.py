@@ -131,17 +131,6 @@ def test_run_trains_saes_for_several_models_then_compares_them(
     assert ("train", "ran") not in _stage_lines(again.stdout)
 
 
-def test_run_aligns_with_an_sae_already_in_the_store(populated_workspace):
-    env = populated_workspace["env"]
-    assert "emotion vectors aligned with SAE features" in populated_workspace["stdout"]["run"]
-    counts = run_cli(
-        "sql", "SELECT layer, count(DISTINCT emotion) AS n FROM alignments GROUP BY layer",
-        "--format", "csv", env=env,
-    )  # fmt: skip
-    assert counts.stdout.splitlines() == ["layer,n", "3,30"], counts.stdout
-    assert len(list((populated_workspace["out"] / "umap").glob("*.html"))) == 1
-
-
 def test_unknown_model_changes_nothing(db):
     before = _digest(db)
     assert_user_error(

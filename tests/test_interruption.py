@@ -109,6 +109,7 @@ def cli(tmp_path_factory):
             stderr=subprocess.PIPE,
             text=True,
             env={**env, PAUSE_ENV: stop.pause} if stop else env,
+            preexec_fn=_ctrl_c_restored,
         )
         stdout: list[str] = []
         reader = threading.Thread(target=lambda: stdout.append(child.stdout.read()))
@@ -135,6 +136,14 @@ def cli(tmp_path_factory):
         return result
 
     return run
+
+
+def _ctrl_c_restored() -> None:
+    """In the child before exec: Ctrl-C at its default and not blocked, whatever state this
+    test process is in (in a pytest-xdist worker that had run other test files first, the
+    children ignored SIGINT; an ignored or blocked signal stays so across exec)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
 
 
 def _release(child: subprocess.Popen) -> None:

@@ -3,9 +3,6 @@ position mask, steering a planted preference direction, and the CLI."""
 
 from __future__ import annotations
 
-import hashlib
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
@@ -17,13 +14,14 @@ from saefeatures import (
     interventions,
     models,
     preferences,
+    present,
     report_choices,
     stats,
 )
 from saefeatures.errors import SaefeaturesError
 from saefeatures.geometry import VectorSet
 from saefeatures.store import Store
-from tests.conftest import assert_user_error, run_cli
+from tests.conftest import assert_refused, run_cli_here
 
 LAYER = 1
 
@@ -82,15 +80,37 @@ def test_bradley_terry_matches_a_direct_maximisation():
     assert bias == pytest.approx(direct[-1], abs=1e-5)
 
 
-def test_elo_intervals_cover_the_estimate():
-    planted = np.linspace(-1, 1, 6)
-    pairs = _all_pairs(6)
-    p_first = choices.sigmoid(planted[pairs[:, 0]] - planted[pairs[:, 1]])
-    activities = [preferences.Activity(f"a{i}", "c") for i in range(6)]
-    options = preferences.PreferenceOptions(resamples=100)
-    rows = preferences._score_rows(activities, pairs, p_first, options)
-    assert all(r["ci_low"] <= r["elo"] <= r["ci_high"] for r in rows)
-    assert [r["comparisons"] for r in rows] == [10] * 6
+def test_elo_intervals_equal_a_direct_percentile_bootstrap():
+    """Noisy choices, so resamples disagree; an activity in few pairs is missing from some
+    resamples, and its interval is over the resamples that compare it."""
+    planted = np.linspace(-1, 1, 8)
+    pairs = preferences.sample_pairs(8, 14, seed=1)  # every activity in 2 to 7 pairs
+    truth = choices.sigmoid(planted[pairs[:, 0]] - planted[pairs[:, 1]])
+    noise = np.random.default_rng(2).normal(0, 0.25, len(pairs))
+    p_first = np.clip(truth + noise, 0.02, 0.98)
+    activities = [preferences.Activity(f"a{i}", "c") for i in range(8)]
+    strengths, _ = preferences.fit_bradley_terry(pairs[:, 0], pairs[:, 1], p_first, 8)
+    options = preferences.PreferenceOptions(resamples=200, seed=3)
+    rows = preferences._score_rows(activities, pairs, p_first, strengths, options)
+    rng = np.random.default_rng(3)  # the resamples, drawn as the code draws them
+    found: list[list[float]] = [[] for _ in activities]
+    for _ in range(200):
+        index = rng.integers(0, len(pairs), len(pairs))
+        fitted = preferences.fitted_elo(pairs[index], p_first[index], 8)
+        for activity in set(pairs[index].ravel().tolist()):
+            found[activity].append(fitted[activity])
+    assert min(len(values) for values in found) < 190  # some resamples miss an activity
+    for row, values in zip(rows, found, strict=True):
+        assert row["elo"] == pytest.approx(preferences.elo(strengths[int(row["activity"][1:])]))
+        assert row["ci_low"] == pytest.approx(np.percentile(values, 2.5))
+        assert row["ci_high"] == pytest.approx(np.percentile(values, 97.5))
+        assert row["ci_high"] - row["ci_low"] > 10  # Elo points: the noise shows
+    assert [r["comparisons"] for r in rows] == np.bincount(pairs.ravel(), minlength=8).tolist()
+
+
+def test_the_most_and_least_preferred_are_each_shown_once():
+    assert present.ends(list(range(6)), 5) == list(range(6))
+    assert present.ends(list(range(12)), 5) == [0, 1, 2, 3, 4, 7, 8, 9, 10, 11]
 
 
 # -- inputs ----------------------------------------------------------------------------
@@ -195,8 +215,9 @@ def test_steering_a_planted_preference_direction_moves_elo_in_its_sign(tiny_chat
         logits = choices.letter_logits(tiny_chat, [rows[i] for i in steered.prompt_of_row], 4,
                                        steering)  # fmt: skip
         [(target, before, after)] = preferences.target_shifts(
-            pairs, p_base, steered, choices.first_probability(logits), 6
-        )
+            pairs, p_base, preferences.fitted_elo(pairs, p_base, 6), steered,
+            choices.first_probability(logits),
+        )  # fmt: skip
         assert target == 2
         shifts[sign] = after - before
     assert shifts[1] > 0 > shifts[-1], shifts
@@ -224,14 +245,10 @@ def test_effect_rows_correlate_mean_shifts_with_the_preference_correlation():
 # -- the command line ------------------------------------------------------------------
 
 
-def _digest(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def test_preferences_through_the_cli(tmp_path, tiny_llama_dir, six):
     env = {"SAEFEATURES_DB": str(tmp_path / "w.duckdb"), "SAEFEATURES_OUT": str(tmp_path / "o")}
     model = ("--model", str(tiny_llama_dir))
-    made = run_cli("vectors", *model, "--emotions", "happy,calm,afraid,sad", "--layers", "1,2",
+    made = run_cli_here("vectors", *model, "--emotions", "happy,calm,afraid,sad", "--layers", "1,2",
                    "--offset", "10", env=env)  # fmt: skip
     assert made.code == 0, made.stderr
     listed = tmp_path / "a.csv"
@@ -239,7 +256,7 @@ def test_preferences_through_the_cli(tmp_path, tiny_llama_dir, six):
     args = ("validate", "preferences", *model, "--layer", "2", "--scales", "0.1",
             "--emotions", "happy,calm,afraid,sad", "--activities", str(listed),
             "--pairs", "30", "--steer-activities", "2", "--resamples", "50")  # fmt: skip
-    done = run_cli(*args, "--level", "direction", env=env)
+    done = run_cli_here(*args, "--level", "direction", env=env)
     assert done.code == 0, done.stderr
     with Store(tmp_path / "w.duckdb", read_only=True) as store:
         count = lambda table: store.query(f"SELECT count(*) AS n FROM {table}")["n"][0].as_py()  # noqa: E731
@@ -250,12 +267,13 @@ def test_preferences_through_the_cli(tmp_path, tiny_llama_dir, six):
         assert count("comparisons") == 4 + 1  # mean shift per emotion, shift vs r
         section = report_choices.preferences(store)
     assert sum(block.startswith('<div class="figure">') for block in section.blocks) == 3
-    before = _digest(tmp_path / "w.duckdb")
+    [scores] = [block for block in section.blocks if "<th>activity</th><th>category</th>" in block]
+    assert scores.count("<tr>") == 1 + 6  # the header, then each activity once
     malformed = tmp_path / "bad.csv"
     malformed.write_text("activity,category\nread a book,restful\nnap,restful,extra\n")
-    assert_user_error(run_cli(*args, "--emotions", "hungry", env=env), "unknown emotion")
-    assert_user_error(run_cli(*args, "--emotions", "proud", env=env), "saefeatures vectors")
-    assert_user_error(run_cli(*args, "--level", "features", env=env), "saefeatures train",
-                      "saefeatures load")  # fmt: skip
-    assert_user_error(run_cli(*args, "--activities", str(malformed), env=env), "line 3")
-    assert _digest(tmp_path / "w.duckdb") == before
+    assert_refused(tmp_path / "w.duckdb", env, args, [
+        (("--emotions", "hungry"), ("unknown emotion",)),
+        (("--emotions", "proud"), ("saefeatures vectors",)),
+        (("--level", "features"), ("saefeatures train", "saefeatures load")),
+        (("--activities", str(malformed)), ("line 3",)),
+    ])  # fmt: skip

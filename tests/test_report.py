@@ -1,4 +1,8 @@
-"""The HTML report: built from a real store, self-contained, and rendered by a real browser."""
+"""The HTML report: built from a real store, self-contained, and rendered by a real browser.
+
+The store is the shared populated workspace; the run that filled it is checked here too, so
+that every test of that workspace is in one file (one pytest-xdist worker builds it).
+"""
 
 from __future__ import annotations
 
@@ -113,3 +117,14 @@ def test_bad_input_is_one_line_and_writes_nothing(tmp_path, workspace):
     assert_user_error(
         run_cli("report", "-o", str(folder), "--db", str(workspace["db"])), "is a folder"
     )
+
+
+def test_run_aligns_with_an_sae_already_in_the_store(populated_workspace):
+    env = populated_workspace["env"]
+    assert "emotion vectors aligned with SAE features" in populated_workspace["stdout"]["run"]
+    counts = run_cli(
+        "sql", "SELECT layer, count(DISTINCT emotion) AS n FROM alignments GROUP BY layer",
+        "--format", "csv", env=env,
+    )  # fmt: skip
+    assert counts.stdout.splitlines() == ["layer,n", "3,30"], counts.stdout
+    assert len(list((populated_workspace["out"] / "umap").glob("*.html"))) == 1

@@ -75,7 +75,7 @@ def training_sae_config(cfg: SaeConfig, d_in: int, device: str) -> Any:
 
 def training_sae(sae_cfg: Any) -> Any:
     """SAELens' training SAE of the architecture; TopK with its step sparse in the latents
-    (same values and gradients, about 3x faster on a CPU: see `sparse_topk`)."""
+    (same values and gradients, about 2x faster on a CPU: see `sparse_topk`)."""
     from sae_lens.registry import get_sae_training_class
 
     from saefeatures.sae.sparse_topk import SparseTopKTrainingSAE
