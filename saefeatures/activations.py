@@ -77,7 +77,7 @@ def harvest(
 
     hooks = [(hook_name(layer, site), capture_at(layer)) for layer in wanted]
     try:
-        with model.bridge.hooks(fwd_hooks=hooks):
+        with model.hooks(hooks):
             model.bridge(batch["input_ids"], attention_mask=batch["attention_mask"])
     except _StopForward:
         pass

@@ -206,7 +206,7 @@ def letter_logits(
         hooks = [(activations.hook_name(layer), _capture(captured, layer)) for layer in capture]
         edits = steer(batch, chunk) if steer else []
         kept = torch.unique(batch.last)
-        with interventions.applied(model, edits), model.bridge.hooks(fwd_hooks=hooks):
+        with interventions.applied(model, edits), model.hooks(hooks):
             logits = model.bridge(batch.ids, attention_mask=batch.mask, logits_to_keep=kept)
         final = logits[torch.arange(len(chunk)), torch.searchsorted(kept, batch.last)].float()
         found[chunk] = final[:, letters].cpu().numpy()

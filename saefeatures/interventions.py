@@ -126,7 +126,25 @@ def applied(model: LoadedModel, interventions: Sequence[Intervention]) -> Iterat
     for intervention in interventions:
         model.check_layer(intervention.layer)
         hooks.append((activations.hook_name(intervention.layer), intervention.hook))
-    with model.bridge.hooks(fwd_hooks=hooks):
+    with model.hooks(hooks):
+        yield
+
+
+@contextmanager
+def applied_per_row(
+    model: LoadedModel, layer: int, edits: Sequence[Direction | Features | None]
+) -> Iterator[None]:
+    """Every forward inside the block edits row i of its batch at every position with
+    `edits[i]` (None: left as it is): several steering conditions in one batch."""
+    model.check_layer(layer)
+
+    def edit_rows(residual: torch.Tensor, hook: Any = None) -> torch.Tensor:
+        return torch.cat([
+            part if edit is None else edit.edit(part)
+            for part, edit in zip(residual.split(1), edits, strict=True)
+        ])  # fmt: skip
+
+    with model.hooks([(activations.hook_name(layer), edit_rows)]):
         yield
 
 

@@ -17,6 +17,8 @@ import os
 import re
 import shutil
 import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -226,19 +228,19 @@ class LoadedModel:
     """A model wrapped in the bridge, with what every stage needs to know about it."""
 
     spec: ModelSpec
-    bridge: Any  # transformer_lens.model_bridge.TransformerBridge
+    bridge: Any  # transformer_lens.model_bridge.TransformerBridge; None: loaded without hooks
+    hf_model: Any  # the Hugging Face module tree (the bridge's, when there is one)
     tokenizer: Any
     dtype: str
     device: str
     weights_path: str
+    _hook_points: dict[str, tuple[Any, list[str] | None]] = field(
+        default_factory=dict, init=False, repr=False
+    )
 
     @property
     def name(self) -> str:
         return self.spec.name
-
-    @property
-    def hf_model(self) -> Any:
-        return self.bridge.original_model
 
     @property
     def hf_config(self) -> Any:
@@ -282,6 +284,43 @@ class LoadedModel:
 
     def hook_names(self) -> list[str]:
         return list(self.bridge.hook_dict)
+
+    @contextmanager
+    def hooks(self, fwd_hooks: list[tuple[str, Callable[..., Any]]]) -> Iterator[None]:
+        """Forward hooks by name for the duration, as `bridge.hooks(fwd_hooks=...)` adds
+        them, but with each name looked up once per model: the bridge rebuilds its map of
+        every hook name and alias for each hook it adds, a sixth of a patching sweep."""
+        points = [(self._hook_point(name), hook) for name, hook in fwd_hooks]
+        bridge = self.bridge
+        level = bridge.context_level + 1
+        bridge.context_level = level
+        try:
+            for (point, aliases), hook in points:
+                point.add_hook(hook, dir="fwd", level=level, alias_names=aliases)
+            yield
+        finally:
+            for (point, _), _ in points:
+                point.remove_hooks(dir="fwd", level=level)
+            bridge.context_level -= 1
+
+    def _hook_point(self, name: str) -> tuple[Any, list[str] | None]:
+        """The hook point a name (canonical or alias) resolves to, and the names its hook
+        is called with (the bridge's compatibility mode reports aliases by both)."""
+        if name not in self._hook_points:
+            from transformer_lens.model_bridge.bridge import build_alias_to_canonical_map
+
+            bridge = self.bridge
+            hook_dict = bridge.hook_dict
+            canonical = build_alias_to_canonical_map(hook_dict).get(name, name)
+            if canonical not in hook_dict:
+                raise SaefeaturesError(f"{self.name} has no hook point {name!r}")
+            bridge.check_hooks_to_add(canonical)
+            point = hook_dict[canonical]
+            aliases = None
+            if bridge.compatibility_mode and canonical != point.name:
+                aliases = [n for n in (point.name, canonical) if n is not None]
+            self._hook_points[name] = (point, aliases)
+        return self._hook_points[name]
 
     def format_prompt(self, user: str, reply_prefix: str = "") -> str:
         """A user turn in the model's chat template (instruct models) or plain text (base)."""
@@ -414,21 +453,30 @@ def concrete_dtype(dtype: str, device: str) -> str:
     return "bfloat16" if native_bfloat16(device) else "float32"
 
 
-def load(name: str = DEFAULT_MODEL, dtype: str = "float32", device: str = "cpu") -> LoadedModel:
-    """Load a model by registry name, hub name or directory, wrapped in TransformerBridge."""
+def load(
+    name: str = DEFAULT_MODEL, dtype: str = "float32", device: str = "cpu", hooks: bool = True
+) -> LoadedModel:
+    """Load a model by registry name, hub name or directory, wrapped in TransformerBridge.
+
+    `hooks=False` leaves out the bridge, for work that reads no activations (writing
+    stories): the bridge computes attention itself, eagerly, where the plain model uses
+    its fused kernel, and sampled generation ran 1.4 times faster without it here.
+    """
     check_options(dtype, device)
     dtype = concrete_dtype(dtype, device)
     spec = resolve(name)
     location = _weights_location(spec)
     hf_model, tokenizer = _load_hf(location, spec, DTYPES[dtype])
     hf_model.eval()
+    if not hooks:
+        return LoadedModel(spec, None, hf_model.to(device), tokenizer, dtype, device, location)
     from transformer_lens.model_bridge import TransformerBridge  # heavy; import on use
 
     bridge = TransformerBridge.boot_transformers(
         location, hf_model=hf_model, tokenizer=tokenizer, device=device, dtype=DTYPES[dtype]
     )
     bridge.eval()
-    return LoadedModel(spec, bridge, tokenizer, dtype, device, location)
+    return LoadedModel(spec, bridge, bridge.original_model, tokenizer, dtype, device, location)
 
 
 def shape_of(spec: ModelSpec) -> dict[str, Any]:

@@ -124,7 +124,7 @@ def scored_forward(
         ids[i, : len(row)] = row
         mask[i, known : known + len(row)] = 1
     cache = context.rows(len(rows))
-    with model.bridge.hooks(fwd_hooks=hooks):
+    with model.hooks(hooks):
         logits = model.hf_model(
             ids, attention_mask=mask, past_key_values=cache, use_cache=cache is not None,
             logits_to_keep=score.keep,

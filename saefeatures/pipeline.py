@@ -47,9 +47,19 @@ SAMPLE_PROMPT = "I just got accepted into my dream PhD program today!"
 # Template passages are short (about 60 tokens), so they are pooled from token 10;
 # model-written stories from token 30 (the 50 of long external stories would leave little).
 OFFSETS = {"templates": 10, "stories": 30}
-# Patching every shipped pair takes minutes per pair on 2 cores; the job patches the first
-# few situations (good and bad news each) and `saefeatures patch` does the rest.
-DEMO_SITUATIONS = 3
+# The job runs every stage, sized so that the demo fits its budget on 2 CPU cores: two
+# stories per emotion (two topics, so that retrieval can hold one out); the first
+# situation's good- and bad-news pairs patched (each pair is a minute of forwards);
+# behaviour steered with one emotion and preferences with three, on half the pairs and two
+# activities, all at one scale. The stages' own commands (`corpus generate`, `patch`,
+# `validate NAME`) run their full defaults.
+JOB_SIZES: dict[str, dict[str, Any]] = {
+    "stories": {"topics": 2},
+    "patch": {"limit": 1},
+    "behaviour": {"emotions": "desperate", "scales": "0.2"},
+    "preferences": {"emotions": "happy,calm,afraid", "scales": "0.2", "pairs": 120,
+                    "steer_activities": 2},
+}  # fmt: skip
 REPORT_NAME = "report.html"
 EXAMPLE_QUERIES = (
     "SELECT corpus, layer, round(pearson_r, 3) AS r, ci_low, ci_high FROM geometry "
@@ -168,7 +178,7 @@ def _run_model(
     steered, _ = stage("steer", f"{plan.spec.name}, {corpus}", {"layers": plan.layers,
                        "dtype": dtype}, [vector_keys[corpus], *sae_keys], _steer, job,
                        sae_layers, corpus)  # fmt: skip
-    patched, _ = stage("patch", plan.spec.name, {"situations": DEMO_SITUATIONS, "dtype": dtype},
+    patched, _ = stage("patch", plan.spec.name, {**JOB_SIZES["patch"], "dtype": dtype},
                        [model_key, *sae_keys], _patch, job)  # fmt: skip
     validated = _validate(job, steered["layer"], bool(sae_layers), corpus,
                           [vector_keys[corpus], *sae_keys])  # fmt: skip
@@ -219,7 +229,8 @@ def _representations(job: Job) -> tuple[dict[str, str], dict[str, Any]]:
     corpora_used = {"templates": OFFSETS["templates"]}
     if job.model.is_chat:
         name = f"stories-{spec.slug}"
-        options = stories.StoryOptions(spec.name, name, dtype=job.dtype, device=job.device)
+        options = stories.StoryOptions(spec.name, name, dtype=job.dtype, device=job.device,
+                                       **JOB_SIZES["stories"])  # fmt: skip
         job.stage("stories", name, asdict(options), [job.model_key], _quietly, stories.generate,
                   job.store, options)  # fmt: skip
         corpora_used[name] = OFFSETS["stories"]
@@ -272,8 +283,8 @@ def _patch(job: Job) -> dict[str, Any]:
         reply_scores.anchor_score(job.model)
     except SaefeaturesError as error:
         return {"skipped": str(error)}
-    options = patching.PatchOptions(job.model.spec.name, limit=DEMO_SITUATIONS, dtype=job.dtype,
-                                    device=job.device)  # fmt: skip
+    options = patching.PatchOptions(job.model.spec.name, dtype=job.dtype, device=job.device,
+                                    **JOB_SIZES["patch"])  # fmt: skip
     return patching.patch(job.store, job.workspace.out, options)
 
 
@@ -290,18 +301,12 @@ def _steer(job: Job, sae_layers: list[int], corpus: str) -> dict[str, Any]:
 
 
 # Each validation experiment: its options and its entry point. The job runs each at the
-# steering layer; behaviour and preferences, the costliest, with one steering scale (and
-# behaviour with the two emotions the original study named). `saefeatures validate NAME`
-# runs the full defaults.
+# steering layer, behaviour and preferences at their JOB_SIZES.
 VALIDATIONS: dict[str, tuple[Callable[..., Any], Callable[[Store, Any], dict[str, Any]]]] = {
     "retrieval": (retrieval.RetrievalOptions, retrieval.retrieve),
     "quantity": (quantity.QuantityOptions, quantity.run_test),
     "behaviour": (behaviour.BehaviourOptions, behaviour.behaviour),
     "preferences": (preferences.PreferenceOptions, preferences.preferences),
-}
-JOB_SIZES: dict[str, dict[str, str]] = {
-    "behaviour": {"emotions": "desperate,calm", "scales": "0.2"},
-    "preferences": {"scales": "0.2"},
 }
 
 

@@ -105,41 +105,78 @@ def word_batch(model: models.LoadedModel, prompt: str, words: list[str]) -> Word
 
 @torch.no_grad()
 def word_logprobs(model: models.LoadedModel, batch: WordBatch) -> np.ndarray:
-    """log P(word | prompt) for each row, summed over the word's tokens."""
-    logits = model.bridge(batch.ids, attention_mask=batch.mask).float()
-    logprobs = torch.log_softmax(logits, dim=-1)
+    """log P(word | prompt) for each row, summed over the word's tokens.
+
+    The prompt is run once, as one row, and its keys and values are shared by every word's
+    row: an edit acts on each position alone, so this equals running each row whole.
+    """
+    length, n_rows = batch.prompt_length, len(batch.spans)
+    prompt = model.hf_model(batch.ids[:1, :length], use_cache=True, logits_to_keep=1)
+    first = torch.log_softmax(prompt.logits[0, -1].float(), dim=-1)
+    cache = prompt.past_key_values
+    cache.batch_repeat_interleave(n_rows)
+    mask = torch.cat([torch.ones_like(batch.mask[:, :length]), batch.mask[:, length:]], dim=1)
+    logits = model.hf_model(batch.ids[:, length:], attention_mask=mask, past_key_values=cache,
+                            use_cache=True).logits  # fmt: skip
+    logprobs = torch.log_softmax(logits.float(), dim=-1)
     return np.array([
-        sum(float(logprobs[row, position - 1, batch.ids[row, position]])
-            for position in range(start, end))
+        float(first[batch.ids[row, start]])
+        + sum(float(logprobs[row, position - 1 - length, batch.ids[row, position]])
+              for position in range(start + 1, end))
         for row, (start, end) in enumerate(batch.spans)
     ])  # fmt: skip
 
 
 @torch.no_grad()
-def generate(model: models.LoadedModel, prompt: str, tokens: int) -> list[int]:
-    """Greedy continuation, recomputed in full each step so hooks see every position."""
-    ids = model.encode([prompt], chat_formatted=True)["input_ids"]
-    start = ids.shape[1]
-    for _ in range(tokens):
-        following = model.bridge(ids)[0, -1].argmax()
-        if int(following) == model.tokenizer.eos_token_id:
-            break
-        ids = torch.cat([ids, following.view(1, 1)], dim=1)
-    return ids[0, start:].tolist()
+def generate(
+    model: models.LoadedModel, prompt: str, tokens: int, layer: int,
+    edits: list[interventions.Direction | interventions.Features | None],
+) -> list[list[int]]:  # fmt: skip
+    """Greedy continuations of one prompt, one row per edit (None: unsteered), until EOS.
+
+    The rows run as one batch with a key-value cache: every row has the same prompt, so
+    nothing is padded, and the edit acts on each position alone, so a step that runs only
+    the new token sees the edit exactly as a full recompute would.
+    """
+    ids = model.encode([prompt], chat_formatted=True)["input_ids"].repeat(len(edits), 1)
+    generated: list[list[int]] = [[] for _ in edits]
+    running = [True] * len(edits)
+    cache, step = None, ids
+    with interventions.applied_per_row(model, layer, edits):
+        for _ in range(tokens):
+            out = model.hf_model(step, past_key_values=cache, use_cache=True, logits_to_keep=1)
+            cache, step = out.past_key_values, out.logits[:, -1].argmax(dim=-1, keepdim=True)
+            for row, token in enumerate(step[:, 0].tolist()):
+                running[row] = running[row] and token != model.tokenizer.eos_token_id
+                if running[row]:
+                    generated[row].append(token)
+            if not any(running):
+                break
+    return generated
 
 
 @torch.no_grad()
-def axis_projection(
-    model: models.LoadedModel, prompt: str, generated: list[int], layer: int, axis: np.ndarray
-) -> float:
-    """Mean residual of the generated tokens on the valence axis, read by the clean model."""
-    prompt_ids = model.encode([prompt], chat_formatted=True)["input_ids"]
-    if not generated:
-        return 0.0
-    ids = torch.cat([prompt_ids, torch.tensor([generated], device=prompt_ids.device)], dim=1)
-    batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
-    residual = activations.harvest(model, batch, [layer])[layer][0, prompt_ids.shape[1] :]
-    return float(residual.float().mean(dim=0).cpu().numpy() @ axis)
+def axis_projections(
+    model: models.LoadedModel, prompt: str, generated: list[list[int]], layer: int,
+    axis: np.ndarray,
+) -> list[float]:  # fmt: skip
+    """Mean residual of each row's generated tokens on the valence axis, read by the clean
+    model in one right-padded batch (causal attention: padding after a token never reaches
+    it); 0 for an empty generation."""
+    prompt_ids = model.encode([prompt], chat_formatted=True)["input_ids"][0].tolist()
+    width = len(prompt_ids) + max(map(len, generated))
+    ids = torch.zeros(len(generated), width, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for row, tokens in enumerate(generated):
+        ids[row, : len(prompt_ids) + len(tokens)] = torch.tensor(prompt_ids + tokens)
+        mask[row, : len(prompt_ids) + len(tokens)] = 1
+    batch = {"input_ids": ids.to(model.device), "attention_mask": mask.to(model.device)}
+    residual = activations.harvest(model, batch, [layer])[layer].float().cpu().numpy()
+    start = len(prompt_ids)
+    return [
+        float(residual[row, start : start + len(tokens)].mean(axis=0) @ axis) if tokens else 0.0
+        for row, tokens in enumerate(generated)
+    ]
 
 
 # -- inputs ----------------------------------------------------------------------------
@@ -259,22 +296,23 @@ def _word_rows(model, batch, levers, layer, scales, emotions) -> list[dict[str, 
 
 
 def _generation_rows(model, prompt, levers, layer, scale, axis, options) -> list[dict[str, Any]]:
-    """One greedy generation per lever at one scale, plus the unsteered one."""
+    """One greedy generation per lever at one scale, plus the unsteered one, in one batch."""
     chosen = [lever for lever in levers if lever.k in (None, max(FEATURE_KS))]
-    runs = [("none", "none", None, 0.0, [])] + [
-        (lever.level, lever.emotion, lever.k, scale,
-         [interventions.Intervention(layer, lever.make(scale))])
-        for lever in chosen
-    ]  # fmt: skip
+    runs = [("none", "none", None, 0.0)] + [
+        (lever.level, lever.emotion, lever.k, scale) for lever in chosen
+    ]
+    edits = [None] + [lever.make(scale) for lever in chosen]
+    generated = generate(model, prompt, options.gen_tokens, layer, edits)
+    projections = axis_projections(model, prompt, generated, layer, axis)
     rows = []
-    for level, emotion, k, run_scale, steering in runs:
-        with interventions.applied(model, steering):
-            generated = generate(model, prompt, options.gen_tokens)
-        text = model.tokenizer.decode(generated, skip_special_tokens=True)
+    for (level, emotion, k, run_scale), tokens, projection in zip(
+        runs, generated, projections, strict=True
+    ):
+        text = model.tokenizer.decode(tokens, skip_special_tokens=True)
         extra = json.dumps({"text": text})
         for metric, value in (
             ("generation_lexicon_valence", lexicon.text_valence(text)),
-            ("generation_axis_valence", axis_projection(model, prompt, generated, layer, axis)),
+            ("generation_axis_valence", projection),
         ):
             rows.append(
                 {"level": level, "emotion": emotion, "target": None, "k": k, "scale": run_scale,

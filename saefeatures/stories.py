@@ -147,7 +147,7 @@ def generate(store: Store, options: StoryOptions) -> dict[str, object]:
     ]
     done = _finished_batches(store, options.name, config)
     with store.run("corpus generate", config) as run_id:
-        model = models.load(options.model, dtype=options.dtype, device=options.device)
+        model = models.load(options.model, dtype=options.dtype, device=options.device, hooks=False)
         with Progress(transient=True) as progress:
             task = progress.add_task("writing stories", total=len(batches), completed=len(done))
             for number, batch in enumerate(batches):

@@ -67,6 +67,49 @@ def test_harvest_equals_hidden_states_and_stops_early(tiny_llama_dir):
         torch.testing.assert_close(acts[layer], hidden[layer + 1], rtol=0, atol=1e-6)
 
 
+def test_a_model_loaded_without_hooks_computes_the_same_logits(tiny_chat_dir):
+    """Story writing loads no bridge; its logits must still be the bridged model's."""
+    bridged, plain = models.load(str(tiny_chat_dir)), models.load(str(tiny_chat_dir), hooks=False)
+    assert plain.bridge is None and plain.is_chat
+    batch = plain.encode(["hello tiny world", "and more"])
+    ids, mask = batch["input_ids"], batch["attention_mask"]
+    with torch.no_grad():
+        expected = bridged.bridge(ids, attention_mask=mask)
+        torch.testing.assert_close(plain.hf_model(**batch).logits, expected, rtol=0, atol=1e-5)
+
+
+def test_hooks_fire_by_name_and_alias_and_are_removed(tiny_llama_dir):
+    """`LoadedModel.hooks` adds what `bridge.hooks` adds, takes aliases, removes only its
+    own hooks on exit (also on an error), and refuses an unknown name."""
+    model = models.load(str(tiny_llama_dir))
+    ids = model.encode(["abc def"])["input_ids"]
+    seen: list[str] = []
+
+    def mark(label):
+        def hook(activation, hook):
+            seen.append(label)
+            return activation
+
+        return hook
+
+    resid_pre = "blocks.1.hook_resid_pre"  # an alias in the bridge's map
+    with torch.no_grad(), model.hooks([(resid_pre, mark("outer"))]):
+        with model.hooks([("blocks.2.hook_resid_post", mark("inner"))]):
+            model.bridge(ids)
+        model.bridge(ids)
+    model.bridge(ids)
+    assert seen == ["outer", "inner", "outer"]
+    with pytest.raises(RuntimeError), model.hooks([(resid_pre, mark("failed"))]):
+        raise RuntimeError
+    model.bridge(ids)
+    assert seen == ["outer", "inner", "outer"] and model.bridge.context_level == 0
+    with (
+        pytest.raises(SaefeaturesError, match="no hook point"),
+        model.hooks([("blocks.9.hook_nothing", mark("never"))]),
+    ):
+        pass
+
+
 def test_select_layers():
     assert activations.select_layers("all", 3, "m") == [0, 1, 2]
     assert activations.select_layers("2, 0,2", 3, "m") == [0, 2]

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from saefeatures import interventions, models, steering
+from saefeatures import activations, interventions, models, steering
 from saefeatures.errors import SaefeaturesError
 from saefeatures.sae import loading
 from saefeatures.store import Store
@@ -88,17 +88,64 @@ def test_a_planted_direction_raises_its_word(tiny):
     assert delta[0] > 1.0 and delta[0] > delta[1] + 1.0
 
 
-def test_word_logprobs_equal_a_direct_computation(tiny):
+@pytest.mark.parametrize("steered", [False, True])
+def test_word_logprobs_equal_a_direct_computation(tiny, steered):
+    """Each word's row run whole, clean and under an edit, against the shared prompt."""
     prompt = tiny.format_prompt(steering.QUESTION, steering.ANSWER)
     batch = steering.word_batch(tiny, prompt, ["calm", "ok"])
+    push = torch.randn(64, generator=torch.Generator().manual_seed(3))
+    edits = [interventions.Intervention(LAYER, interventions.Direction(push, 2.0, 10.0))]
+    edits = edits if steered else []
     for row, word in enumerate(["calm", "ok"]):
         ids = tiny.encode([prompt + " " + word])["input_ids"]
-        logprobs = torch.log_softmax(_logits(tiny, ids), dim=-1)[0]
+        logprobs = torch.log_softmax(_logits(tiny, ids, edits), dim=-1)[0]
         start = ids.shape[1] - len(
             tiny.tokenizer(" " + word, add_special_tokens=False)["input_ids"]
         )
         direct = sum(float(logprobs[p - 1, ids[0, p]]) for p in range(start, ids.shape[1]))
-        assert steering.word_logprobs(tiny, batch)[row] == pytest.approx(direct, abs=1e-4)
+        with interventions.applied(tiny, edits):
+            shared = steering.word_logprobs(tiny, batch)[row]
+        assert shared == pytest.approx(direct, abs=1e-4)
+
+
+def _greedy_alone(model, prompt, tokens, edit) -> list[int]:
+    """One row, the whole sequence recomputed each step: what `generate` must equal."""
+    ids = model.encode([prompt], chat_formatted=True)["input_ids"]
+    start = ids.shape[1]
+    steering_edits = [] if edit is None else [interventions.Intervention(LAYER, edit)]
+    with interventions.applied(model, steering_edits), torch.no_grad():
+        for _ in range(tokens):
+            following = model.bridge(ids)[0, -1].argmax()
+            if int(following) == model.tokenizer.eos_token_id:
+                break
+            ids = torch.cat([ids, following.view(1, 1)], dim=1)
+    return ids[0, start:].tolist()
+
+
+def test_batched_generation_equals_each_row_alone(tiny, sae):
+    prompt = tiny.format_prompt(steering.QUESTION, steering.ANSWER)
+    push = torch.randn(64, generator=torch.Generator().manual_seed(1))
+    edits = [None, interventions.Direction(push, 4.0, 10.0),
+             interventions.Features(sae, [3, 7], [40.0, 25.0], "add")]  # fmt: skip
+    batched = steering.generate(tiny, prompt, 12, LAYER, edits)
+    alone = [_greedy_alone(tiny, prompt, 12, edit) for edit in edits]
+    assert batched == alone
+    assert alone[1] != alone[0] and alone[2] != alone[0]  # the edits change the text
+
+
+def test_axis_projections_equal_each_generation_read_alone(tiny):
+    prompt = tiny.format_prompt(steering.QUESTION, steering.ANSWER)
+    generated = [[70, 71, 72], [], [80]]
+    axis = torch.randn(64, generator=torch.Generator().manual_seed(2)).numpy()
+    prompt_ids = tiny.encode([prompt], chat_formatted=True)["input_ids"]
+    direct = []
+    for tokens in generated:
+        ids = torch.cat([prompt_ids, torch.tensor([tokens], dtype=torch.long)], dim=1)
+        batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+        residual = activations.harvest(tiny, batch, [LAYER])[LAYER][0, prompt_ids.shape[1] :]
+        direct.append(float(residual.mean(dim=0).numpy() @ axis) if tokens else 0.0)
+    projected = steering.axis_projections(tiny, prompt, generated, LAYER, axis)
+    assert projected == pytest.approx(direct, abs=1e-4)
 
 
 def test_scales_must_be_finite():

@@ -2,7 +2,7 @@
 
 Per batch of held-out rows, one clean forward gives the logits and the
 activations at every evaluated hook. For each SAE, two more forwards splice
-in, through the bridge's hooks (`bridge.hooks(fwd_hooks=[(hook_name, fn)])`),
+in, through the bridge's hook points (`LoadedModel.hooks`),
 first the SAE's reconstruction and then zeros, at the evaluated positions.
 Separator/BOS positions are left clean when the SAE was trained without them
 (`exclude_special_tokens`), since the SAE never saw them.
@@ -44,7 +44,7 @@ def _replace(tensor: torch.Tensor):
 
 
 def forward_logits(model: LoadedModel, ids: torch.Tensor, hooks: list[tuple[str, Any]]) -> Any:
-    with model.bridge.hooks(fwd_hooks=hooks):
+    with model.hooks(hooks):
         return model.bridge(ids, attention_mask=torch.ones_like(ids))
 
 

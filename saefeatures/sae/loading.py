@@ -246,7 +246,7 @@ def hook_width(model: LoadedModel, hook_name: str) -> int:
         return activation
 
     ids = torch.tensor([[model.tokenizer.eos_token_id or 0]], device=model.device)
-    with model.bridge.hooks(fwd_hooks=[(hook_name, capture)]):
+    with model.hooks([(hook_name, capture)]):
         model.bridge(ids, attention_mask=torch.ones_like(ids))
     act = seen["act"]
     return int(act.shape[-1] if act.dim() == 3 else act[0, 0].numel())
