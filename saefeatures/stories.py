@@ -97,9 +97,10 @@ def _word_family(emotion: str) -> str:
 
 
 @torch.no_grad()
-def _sample(
+def sample(
     model: models.LoadedModel, prompts: list[str], options: StoryOptions, seed: int
 ) -> list[str]:
+    """The sampled continuations of chat-formatted prompts, run as one left-padded batch."""
     tokenizer = model.tokenizer
     tokenizer.padding_side = "left"  # generation continues every row from its last token
     try:
@@ -157,7 +158,7 @@ def generate(store: Store, options: StoryOptions) -> dict[str, object]:
                     model.format_prompt(PROMPT.format(topic=j.topic, emotion=j.emotion))
                     for j in batch
                 ]
-                texts = _sample(model, prompts, options, options.seed + number)
+                texts = sample(model, prompts, options, options.seed + number)
                 _write_batch(store, run_id, options.name, config, number, batch, texts)
                 progress.advance(task)
         return _finish(store, run_id, options.name, spec.name, len(planned))
