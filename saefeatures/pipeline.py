@@ -3,10 +3,10 @@
 For each model in turn the job registers it and shows its residual stream on a
 sample prompt; has it write emotion stories (instruct models only); builds contrast
 vectors from the template passages and from those stories; analyses their geometry;
-trains SAEs at the SAE config's layers; aligns the vectors with every SAE of the model
-at the chosen layers, with a UMAP of each; steers with the directions (and the aligned
-features where an SAE is aligned); and patches the first good- and bad-news
-situations. Then it compares what the store allows, across the models too, and writes
+trains SAEs at the SAE config's layers; aligns the last corpus's vectors with every
+SAE of the model at the chosen layers, with a UMAP of each; steers with the directions
+(and the aligned features where an SAE is aligned); patches the first good- and
+bad-news situation; and runs the validation experiments. Then it compares what the store allows, across the models too, and writes
 the HTML report. Each capability joins here as it lands, so that `make demo` always
 runs the whole pipeline there is.
 """
@@ -48,13 +48,16 @@ SAMPLE_PROMPT = "I just got accepted into my dream PhD program today!"
 # model-written stories from token 30 (the 50 of long external stories would leave little).
 OFFSETS = {"templates": 10, "stories": 30}
 # The job runs every stage, sized so that the demo fits its budget on 2 CPU cores: two
-# stories per emotion (two topics, so that retrieval can hold one out); the first
-# situation's good- and bad-news pairs patched (each pair is a minute of forwards);
-# behaviour steered with one emotion and preferences with three, on half the pairs and two
-# activities, all at one scale. The stages' own commands (`corpus generate`, `patch`,
-# `validate NAME`) run their full defaults.
+# stories of up to 120 tokens per emotion (two topics, so that retrieval can hold one
+# out); alignment and steering with the last corpus only (the one the validations read),
+# steering with four emotions; the first situation's good- and bad-news pairs patched
+# (each pair is a minute of forwards); behaviour steered with one emotion and preferences
+# with three, on half the pairs and two activities, all at one scale. The stages' own
+# commands (`corpus generate`, `align`, `steer`, `patch`, `validate NAME`) run their full
+# defaults on any corpus.
 JOB_SIZES: dict[str, dict[str, Any]] = {
-    "stories": {"topics": 2},
+    "stories": {"topics": 2, "max_new_tokens": 120},
+    "steer": {"emotions": "happy,sad,afraid,calm"},
     "patch": {"limit": 1},
     "behaviour": {"emotions": "desperate", "scales": "0.2"},
     "preferences": {"emotions": "happy,calm,afraid", "scales": "0.2", "pairs": 120,
@@ -172,12 +175,12 @@ def _run_model(
     job = Job(stage, store, workspace, model, model_key, plan.layers, layers, dtype, device)
     vector_keys, best = _representations(job)
     trained = _train_stage(job, plan.training)
-    aligned, sae_keys = _align_with_registered_saes(job, vector_keys)
-    corpus = list(vector_keys)[-1]
+    corpus = list(vector_keys)[-1]  # the stories where there are any, else the templates
+    aligned, sae_keys = _align_with_registered_saes(job, corpus, vector_keys[corpus])
     sae_layers = sorted({row[0] for row in aligned})
     steered, _ = stage("steer", f"{plan.spec.name}, {corpus}", {"layers": plan.layers,
-                       "dtype": dtype}, [vector_keys[corpus], *sae_keys], _steer, job,
-                       sae_layers, corpus)  # fmt: skip
+                       "dtype": dtype, **JOB_SIZES["steer"]}, [vector_keys[corpus], *sae_keys],
+                       _steer, job, sae_layers, corpus)  # fmt: skip
     patched, _ = stage("patch", plan.spec.name, {**JOB_SIZES["patch"], "dtype": dtype},
                        [model_key, *sae_keys], _patch, job)  # fmt: skip
     validated = _validate(job, steered["layer"], bool(sae_layers), corpus,
@@ -295,7 +298,8 @@ def _steer(job: Job, sae_layers: list[int], corpus: str) -> dict[str, Any]:
     layer = sae_layers[0] if sae_layers else min(job.layers, key=lambda at: abs(at - third))
     options = steering.SteerOptions(job.model.spec.name, layer,
                                     "both" if sae_layers else "direction", corpus=corpus,
-                                    dtype=job.dtype, device=job.device)  # fmt: skip
+                                    dtype=job.dtype, device=job.device,
+                                    **JOB_SIZES["steer"])  # fmt: skip
     result = steering.steer(job.store, job.workspace.out, options)
     return {"layer": layer, "corpus": corpus, "summary": steering.summarize(result["rows"])}
 
@@ -337,9 +341,9 @@ def _validation(experiment: Callable[..., dict[str, Any]], store: Store, options
 
 
 def _align_with_registered_saes(
-    job: Job, vector_keys: dict[str, str]
+    job: Job, corpus: str, vector_key: str
 ) -> tuple[list[list[Any]], list[str]]:
-    """Align and map every corpus's vectors with the model's SAEs at the chosen layers
+    """Align and map the corpus's vectors with every SAE of the model at the chosen layers
     (trained by the job or trained and loaded before); the rows to print and the stages'
     keys."""
     model = job.model.spec.name
@@ -351,14 +355,13 @@ def _align_with_registered_saes(
     rows, keys = [], []
     for found_sae in (row for row in found if row["layer"] in job.layers):
         layer = found_sae["layer"]
-        for corpus, vector_key in vector_keys.items():
-            options = alignment.AlignOptions(layer, model, corpus=corpus, dtype=job.dtype,
-                                             device=job.device)  # fmt: skip
-            done, key = job.stage("align", f"layer {layer}, {corpus}", asdict(options),
-                                  [vector_key, found_sae["sae_id"], found_sae["path"]], _align,
-                                  job, options)  # fmt: skip
-            rows += done
-            keys.append(key)
+        options = alignment.AlignOptions(layer, model, corpus=corpus, dtype=job.dtype,
+                                         device=job.device)  # fmt: skip
+        done, key = job.stage("align", f"layer {layer}, {corpus}", asdict(options),
+                              [vector_key, found_sae["sae_id"], found_sae["path"]], _align,
+                              job, options)  # fmt: skip
+        rows += done
+        keys.append(key)
     return rows, keys
 
 
