@@ -6,9 +6,9 @@ vectors from the template passages and from those stories; analyses their geomet
 trains SAEs at the SAE config's layers; aligns the last corpus's vectors with every
 SAE of the model at the chosen layers, with a UMAP of each; steers with the directions
 (and the aligned features where an SAE is aligned); patches the first good- and
-bad-news situation; and runs the validation experiments. Then it compares what the store allows, across the models too, and writes
-the HTML report. Each capability joins here as it lands, so that `make demo` always
-runs the whole pipeline there is.
+bad-news situation; and runs the validation experiments. Then it compares what the
+store allows, across the models too, and writes the HTML report. Each capability joins
+here as it lands, so that `make demo` always runs the whole pipeline there is.
 """
 
 from __future__ import annotations
