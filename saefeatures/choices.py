@@ -190,11 +190,11 @@ def letter_logits(
 ) -> np.ndarray:
     """`[rows, 2]` logits of A and B at each prompt's last position, one forward per batch.
 
-    Batches hold prompts of similar length (little padding), and only the rows' last
-    positions go through the unembedding (`logits_to_keep`): with Gemma's 262k-token
-    vocabulary the full logits would cost more than the layers. `steer` gives each batch
-    its interventions; `capture` layers' residuals are handed to `read` with the batch's
-    row indices (the unsteered pass reads activity tokens there).
+    Batches hold prompts of similar length (little padding), and only the two letters'
+    logits are computed, at the rows' last positions (`LoadedModel.head`): with
+    Gemma's 262k-token vocabulary the full logits would cost more than the layers.
+    `steer` gives each batch its interventions; `capture` layers' residuals are handed to
+    `read` with the batch's row indices (the unsteered pass reads activity tokens there).
     """
     letters = letter_ids(model)
     found = np.zeros((len(rows), 2))
@@ -205,11 +205,10 @@ def letter_logits(
         captured: dict[int, torch.Tensor] = {}
         hooks = [(activations.hook_name(layer), _capture(captured, layer)) for layer in capture]
         edits = steer(batch, chunk) if steer else []
-        kept = torch.unique(batch.last)
         with interventions.applied(model, edits), model.hooks(hooks):
-            logits = model.bridge(batch.ids, attention_mask=batch.mask, logits_to_keep=kept)
-        final = logits[torch.arange(len(chunk)), torch.searchsorted(kept, batch.last)].float()
-        found[chunk] = final[:, letters].cpu().numpy()
+            hidden = model.final_hidden(batch.ids, attention_mask=batch.mask)
+        final = model.head(hidden[torch.arange(len(chunk)), batch.last], letters)
+        found[chunk] = final.float().cpu().numpy()
         if read is not None:
             read(chunk, captured)
     return found

@@ -9,8 +9,9 @@ Speed comes from three facts, none of which changes a number:
   corrupted run's keys and values before p and runs only positions p.. onwards.
 - Patches go into batched forwards: for the residual, one forward per position with
   one row per layer; for heads, one forward per layer with one row per head.
-- Only the logits the score reads are computed (`logits_to_keep`), never the full
-  unembedding, which is most of the cost in Gemma's 262k vocabulary.
+- Only the logits the score reads are computed: at its positions, and for the anchor
+  score only its tokens' columns (`LoadedModel.head`), never the full unembedding,
+  which is most of the cost in Gemma's 262k vocabulary.
 
 The forwards call the Hugging Face model that the bridge wraps: the bridge's hook points
 live inside it, so `blocks.L.hook_resid_pre` and `blocks.L.attn.hook_z` fire as in a
@@ -125,11 +126,9 @@ def scored_forward(
         mask[i, known : known + len(row)] = 1
     cache = context.rows(len(rows))
     with model.hooks(hooks):
-        logits = model.hf_model(
-            ids, attention_mask=mask, past_key_values=cache, use_cache=cache is not None,
-            logits_to_keep=score.keep,
-        ).logits  # fmt: skip
-    return score.reduce(logits)
+        hidden = model.final_hidden(ids, attention_mask=mask, past_key_values=cache,
+                                    use_cache=cache is not None)  # fmt: skip
+    return score.reduce(model.head(hidden[:, -score.keep :], score.tokens))
 
 
 def rows_of(copy_index: int, score: Score) -> slice:

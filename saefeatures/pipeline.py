@@ -168,30 +168,31 @@ def _run_model(
     """Every stage of one model, in order."""
     stage.model = plan.spec.name
     model = models.load(plan.spec.name, dtype=dtype, device=device)
-    described = register_model(store, stage.run_id, model)
-    model_key = stages.content_key("model", {**described, "run_id": None}, [])
-    batch = model.encode([model.format_prompt(SAMPLE_PROMPT)], chat_formatted=True)
-    acts = activations.harvest(model, batch, plan.layers)
-    job = Job(stage, store, workspace, model, model_key, plan.layers, layers, dtype, device)
-    vector_keys, best = _representations(job)
-    trained = _train_stage(job, plan.training)
-    corpus = list(vector_keys)[-1]  # the stories where there are any, else the templates
-    aligned, sae_keys = _align_with_registered_saes(job, corpus, vector_keys[corpus])
-    sae_layers = sorted({row[0] for row in aligned})
-    steered, _ = stage("steer", f"{plan.spec.name}, {corpus}", {"layers": plan.layers,
-                       "dtype": dtype, **JOB_SIZES["steer"]}, [vector_keys[corpus], *sae_keys],
-                       _steer, job, sae_layers, corpus)  # fmt: skip
-    patched, _ = stage("patch", plan.spec.name, {**JOB_SIZES["patch"], "dtype": dtype},
-                       [model_key, *sae_keys], _patch, job)  # fmt: skip
-    validated = _validate(job, steered["layer"], bool(sae_layers), corpus,
-                          [vector_keys[corpus], *sae_keys])  # fmt: skip
-    residuals = [
-        (layer, tuple(act.shape), float(act.float().norm(dim=-1).mean()))
-        for layer, act in acts.items()
-    ]
-    return {"model": described, "residuals": residuals, "training": trained, "geometry": best,
-            "alignment": aligned, "steering": steered, "patching": patched,
-            "validation": validated}  # fmt: skip
+    with models.shared(model):  # every stage below loads it by name
+        described = register_model(store, stage.run_id, model)
+        model_key = stages.content_key("model", {**described, "run_id": None}, [])
+        batch = model.encode([model.format_prompt(SAMPLE_PROMPT)], chat_formatted=True)
+        acts = activations.harvest(model, batch, plan.layers)
+        job = Job(stage, store, workspace, model, model_key, plan.layers, layers, dtype, device)
+        vector_keys, best = _representations(job)
+        trained = _train_stage(job, plan.training)
+        corpus = list(vector_keys)[-1]  # the stories where there are any, else the templates
+        aligned, sae_keys = _align_with_registered_saes(job, corpus, vector_keys[corpus])
+        sae_layers = sorted({row[0] for row in aligned})
+        steered, _ = stage("steer", f"{plan.spec.name}, {corpus}", {"layers": plan.layers,
+                           "dtype": dtype, **JOB_SIZES["steer"]}, [vector_keys[corpus], *sae_keys],
+                           _steer, job, sae_layers, corpus)  # fmt: skip
+        patched, _ = stage("patch", plan.spec.name, {**JOB_SIZES["patch"], "dtype": dtype},
+                           [model_key, *sae_keys], _patch, job)  # fmt: skip
+        validated = _validate(job, steered["layer"], bool(sae_layers), corpus,
+                              [vector_keys[corpus], *sae_keys])  # fmt: skip
+        residuals = [
+            (layer, tuple(act.shape), float(act.float().norm(dim=-1).mean()))
+            for layer, act in acts.items()
+        ]
+        return {"model": described, "residuals": residuals, "training": trained, "geometry": best,
+                "alignment": aligned, "steering": steered, "patching": patched,
+                "validation": validated}  # fmt: skip
 
 
 def _train_stage(job: Job, training: sae.TrainOptions | str) -> dict[str, Any]:

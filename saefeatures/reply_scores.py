@@ -54,12 +54,23 @@ class Score:
         """Positions whose logits are needed: the prompt's last and each reply token's."""
         return max(len(c) for c in self.continuations) + 1
 
+    @property
+    def tokens(self) -> tuple[int, ...] | None:
+        """The vocabulary columns `reduce` reads: the anchors' ids, positive then negative
+        (a head need compute no others); None: all (replies take a log-softmax)."""
+        return (*self.positive, *self.negative) if self.name == "anchors" else None
+
+    def select(self, logits: torch.Tensor) -> torch.Tensor:
+        """Full-vocabulary logits cut to the `tokens` columns, as `reduce` takes them."""
+        return logits if self.tokens is None else logits[..., list(self.tokens)]
+
     def reduce(self, kept: torch.Tensor) -> torch.Tensor:
-        """[prompts * R, keep, vocab] logits -> [prompts] scores."""
+        """[prompts * R, keep, tokens] logits (all of the vocabulary, or `tokens`) ->
+        [prompts] scores."""
         kept = kept.float()
         if self.name == "anchors":
-            first = kept[:, 0]
-            return first[:, list(self.positive)].mean(-1) - first[:, list(self.negative)].mean(-1)
+            first, n = kept[:, 0], len(self.positive)
+            return first[:, :n].mean(-1) - first[:, n:].mean(-1)
         width = self.keep - 1
         targets = torch.tensor([[*c, *[0] * (width - len(c))] for c in self.continuations])
         real = torch.tensor([[j < len(c) for j in range(width)] for c in self.continuations])

@@ -78,6 +78,36 @@ def test_a_model_loaded_without_hooks_computes_the_same_logits(tiny_chat_dir):
         torch.testing.assert_close(plain.hf_model(**batch).logits, expected, rtol=0, atol=1e-5)
 
 
+def test_a_shared_model_is_what_load_returns_inside_its_block_only(tiny_llama_dir):
+    """The job's stages load their model by name; inside `shared` that is the job's model,
+    unless they ask for another dtype or no hooks, and after the block a new one."""
+    model = models.load(str(tiny_llama_dir))
+    with models.shared(model):
+        assert models.load(str(tiny_llama_dir)) is model
+        assert models.load(str(tiny_llama_dir), dtype="bfloat16") is not model
+        assert models.load(str(tiny_llama_dir), hooks=False).bridge is None
+    assert models.load(str(tiny_llama_dir)) is not model
+
+
+@pytest.mark.parametrize("cap", [None, 3.0])
+def test_the_head_on_final_hidden_states_equals_the_full_forward(tiny_gemma_dir, cap):
+    """All logits, and a few tokens' at one position per right-padded row, as the full
+    forward gives them, also with a final soft cap (Gemma 2 has one)."""
+    model = models.load(str(tiny_gemma_dir))
+    model.hf_config.final_logit_softcapping = cap
+    batch = model.encode(["a longer tiny passage here", "short"])
+    last = batch["attention_mask"].sum(dim=1) - 1
+    tokens = [5, 17, 3]
+    with torch.no_grad():
+        full = model.bridge(batch["input_ids"], attention_mask=batch["attention_mask"])
+        hidden = model.final_hidden(batch["input_ids"], attention_mask=batch["attention_mask"])
+        every, few = model.head(hidden), model.head(hidden[torch.arange(2), last], tokens)
+    torch.testing.assert_close(every, full, rtol=0, atol=1e-5)
+    torch.testing.assert_close(few, full[torch.arange(2), last][:, tokens], rtol=0, atol=1e-5)
+    if cap:
+        assert every.abs().max() < cap
+
+
 def test_hooks_fire_by_name_and_alias_and_are_removed(tiny_llama_dir):
     """`LoadedModel.hooks` adds what `bridge.hooks` adds, takes aliases, removes only its
     own hooks on exit (also on an error), and refuses an unknown name."""

@@ -67,7 +67,10 @@ def test_resid_sweep_equals_transformer_lens(name, request):
 
     _, cache = model.bridge.run_with_cache(torch.tensor([clean_ids]))
     theirs = tl_patching.get_act_patch_resid_pre(
-        model.bridge, torch.tensor([corrupted_ids]), cache, lambda lg: score.reduce(lg[:, -1:])[0]
+        model.bridge,
+        torch.tensor([corrupted_ids]),
+        cache,
+        lambda lg: score.reduce(score.select(lg[:, -1:]))[0],
     )
     gap = clean.score - corrupted
     assert abs(gap) > 1e-3  # a pair that differs, or the normalisation means nothing
@@ -105,7 +108,9 @@ def test_head_patch_equals_a_hand_made_one_head_patch(tiny_chat):
         handle = projection.register_forward_pre_hook(put)
         logits = model.bridge(torch.tensor([corrupted_ids]))
         handle.remove()
-    assert abs(float(swept[layer, head]) - float(score.reduce(logits[:, -1:])[0])) < 1e-4
+    assert (
+        abs(float(swept[layer, head]) - float(score.reduce(score.select(logits[:, -1:]))[0])) < 1e-4
+    )
     assert swept.shape == (model.n_layers, model.n_heads)
 
 
