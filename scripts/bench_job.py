@@ -1,4 +1,4 @@
-"""The job's three speed-ups, each against the peer doing the same work in the same run.
+"""The job's speed-ups, each against the peer doing the same work in the same run.
 
 - Hooks: one patching forward with a hook on every layer, through `LoadedModel.hooks`
   (hook points looked up once per model) against TransformerLens' `bridge.hooks`.
@@ -7,6 +7,9 @@
   as TransformerLens' hooked forwards run it. The texts must be equal.
 - Story writing: HF `generate` on the plain model (`models.load(hooks=False)`) against
   the same call on the bridged model, same prompts and seed.
+- Letter read-outs (behaviour, preferences): A and B's logits from the head's two columns
+  (`choices.letter_logits`) against the bridge's full head at the same last positions
+  (`logits_to_keep`). The logits must agree to float32 rounding.
 
 Run: python scripts/bench_job.py [--model M] [--dtype D]
 """
@@ -17,9 +20,10 @@ import argparse
 import time
 from collections.abc import Callable
 
+import numpy as np
 import torch
 
-from saefeatures import activations, interventions, models, steering, stories
+from saefeatures import activations, behaviour, choices, interventions, models, steering, stories
 
 
 def timed(work: Callable[[], object]) -> tuple[float, object]:
@@ -89,6 +93,29 @@ def story_sampling(bridged: models.LoadedModel, plain: models.LoadedModel) -> tu
     return ours, theirs
 
 
+def letter_reads(model: models.LoadedModel, scenarios: int = 12) -> tuple[float, float, float]:
+    shown = behaviour.presentations(behaviour.read_scenarios()[:scenarios])
+    rows = [choices.encode(model, choices.answer_prompt(model, s.question())) for s in shown]
+    ours, columns = timed(lambda: choices.letter_logits(model, rows, 8))
+    theirs, full = timed(lambda: _letters_from_the_full_head(model, rows, 8))
+    return ours, theirs, float(np.abs(columns - full).max())
+
+
+@torch.no_grad()
+def _letters_from_the_full_head(model, rows, batch_size) -> np.ndarray:
+    letters = choices.letter_ids(model)
+    found = np.zeros((len(rows), 2))
+    by_length = np.argsort([len(row.ids) for row in rows], kind="stable")
+    for start in range(0, len(rows), batch_size):
+        chunk = by_length[start : start + batch_size].tolist()
+        batch = choices.pad(model, [rows[i] for i in chunk])
+        kept = torch.unique(batch.last)
+        logits = model.bridge(batch.ids, attention_mask=batch.mask, logits_to_keep=kept)
+        final = logits[torch.arange(len(chunk)), torch.searchsorted(kept, batch.last)]
+        found[chunk] = final[:, letters].float().numpy()
+    return found
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", default="smollm2-135m-instruct")
@@ -103,6 +130,9 @@ def main() -> None:
     print(f"  17 steered greedy generations of 24 tokens: batched + cache {ours:.1f} s, "
           f"row by row recomputed {theirs:.1f} s, ratio {theirs / ours:.1f}x, "
           f"same texts: {same}")  # fmt: skip
+    ours, theirs, gap = letter_reads(model)
+    print(f"  A/B logits of 24 behaviour prompts: head columns {ours:.1f} s, full head "
+          f"{theirs:.1f} s, ratio {theirs / ours:.2f}x, largest difference {gap:.1e}")  # fmt: skip
     if model.is_chat:
         plain = models.load(args.model, dtype=args.dtype, hooks=False)
         ours, theirs = story_sampling(model, plain)
