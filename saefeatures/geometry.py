@@ -147,13 +147,13 @@ def logit_lens(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Top promoted and suppressed token ids (and logits) of each direction.
 
-    The direction goes through the final norm and the unembedding; the norm
+    The direction goes through the final norm and the head (`LoadedModel.head`); the norm
     makes the result independent of the vector's length.
     """
     hf = model.hf_model
     # A copy: vectors read from the store are read-only views, which torch warns about.
     directions = torch.from_numpy(np.array(vectors, dtype=np.float32)).to(hf.dtype)
-    logits = hf.get_output_embeddings()(hf.base_model.norm(directions)).float()
+    logits = model.head(hf.base_model.norm(directions)).float()
     promoted = logits.topk(top, dim=-1)
     suppressed = (-logits).topk(top, dim=-1)
     return (
