@@ -107,7 +107,7 @@ def component_rows(
     for index, (component, rating) in enumerate(COMPONENTS):
         scores, _ = stats.orient(fitted.scores[:, index], ratings[rating])
         low, high = stats.bootstrap_ci(
-            scores, ratings[rating], stats.pearson, n_resamples, seed=seed
+            scores, ratings[rating], stats.pearson_rows, n_resamples, seed=seed
         )
         rows.append(
             {
@@ -119,7 +119,7 @@ def component_rows(
                 "ci_low": low,
                 "ci_high": high,
                 "p_value": stats.permutation_p(
-                    scores, ratings[rating], stats.pearson, n_resamples, seed=seed
+                    scores, ratings[rating], stats.pearson_rows, n_resamples, seed=seed
                 ),
             }
         )

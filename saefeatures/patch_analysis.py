@@ -124,7 +124,7 @@ def correlation(x: np.ndarray, y: np.ndarray, seed: int = 0) -> dict[str, float]
     """Pearson r with its 95% bootstrap CI; None where r is undefined (too few, constant)."""
     try:
         r = stats.pearson(x, y)
-        low, high = stats.bootstrap_ci(x, y, stats.pearson, n_resamples=1000, seed=seed)
+        low, high = stats.bootstrap_ci(x, y, stats.pearson_rows, n_resamples=1000, seed=seed)
     except SaefeaturesError:
         return None
     return {"n": len(x), "r": r, "ci_low": low, "ci_high": high}

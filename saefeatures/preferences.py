@@ -204,7 +204,7 @@ def correlation_rows(
     for li, layer in enumerate(vector_set.layers):
         for ei, emotion in enumerate(vector_set.emotions):
             x = projected[:, li, ei]
-            low, high = stats.bootstrap_ci(x, scores, stats.pearson, CORRELATION_RESAMPLES,
+            low, high = stats.bootstrap_ci(x, scores, stats.pearson_rows, CORRELATION_RESAMPLES,
                                            seed=seed)  # fmt: skip
             rows.append({"layer": layer, "emotion": emotion, "activities": len(x),
                          "pearson_r": stats.pearson(x, scores),

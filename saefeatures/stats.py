@@ -14,7 +14,9 @@ import numpy as np
 
 from saefeatures.errors import SaefeaturesError
 
-Statistic = Callable[[np.ndarray, np.ndarray], float]
+# Paired samples in rows, `[n, m]` and `[n, m]`, to one value per row: resampling
+# evaluates all its resamples in one call instead of one Python call each.
+RowStatistic = Callable[[np.ndarray, np.ndarray], np.ndarray]
 # Permuted statistics equal to the observed one up to rounding must count as "as extreme".
 _REL_TOL = 1e-12
 
@@ -50,11 +52,17 @@ def _pair(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def pearson(x: np.ndarray, y: np.ndarray) -> float:
     """Pearson's r; zero variance is an error because r is undefined there."""
     x, y = _pair(x, y)
-    dx, dy = x - x.mean(), y - y.mean()
-    denominator = np.sqrt(np.dot(dx, dx) * np.dot(dy, dy))
-    if denominator == 0:
+    return float(pearson_rows(x[None], y[None])[0])
+
+
+def pearson_rows(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Pearson's r of each row pair of `[n, m]` arrays (the rows are checked by the caller)."""
+    dx = x - x.mean(axis=-1, keepdims=True)
+    dy = y - y.mean(axis=-1, keepdims=True)
+    denominator = np.sqrt(np.einsum("ij,ij->i", dx, dx) * np.einsum("ij,ij->i", dy, dy))
+    if np.any(denominator == 0):
         raise SaefeaturesError("correlation undefined: x or y has zero variance")
-    return float(np.clip(np.dot(dx, dy) / denominator, -1.0, 1.0))
+    return np.clip(np.einsum("ij,ij->i", dx, dy) / denominator, -1.0, 1.0)
 
 
 def rank(values: np.ndarray) -> np.ndarray:
@@ -76,10 +84,16 @@ def spearman(x: np.ndarray, y: np.ndarray) -> float:
     return pearson(rank(x), rank(y))
 
 
+def spearman_rows(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Spearman's rho of each row pair of `[n, m]` arrays."""
+    ranked = [np.apply_along_axis(rank, 1, values) for values in (x, y)]
+    return pearson_rows(*ranked)
+
+
 def bootstrap_ci(
     x: np.ndarray,
     y: np.ndarray,
-    statistic: Statistic,
+    statistic: RowStatistic,
     n_resamples: int = 1000,
     level: float = 0.95,
     seed: int = 0,
@@ -100,7 +114,7 @@ def bootstrap_ci(
     varied = (np.ptp(xs, axis=1) > 0) & (np.ptp(ys, axis=1) > 0)
     if not varied.any():
         raise SaefeaturesError("every bootstrap resample has zero variance; no CI possible")
-    values = np.array([statistic(a, b) for a, b in zip(xs[varied], ys[varied], strict=True)])
+    values = statistic(xs[varied], ys[varied])
     tail = (1 - level) / 2
     low, high = np.quantile(values, [tail, 1 - tail])
     return float(low), float(high)
@@ -109,7 +123,7 @@ def bootstrap_ci(
 def permutation_p(
     x: np.ndarray,
     y: np.ndarray,
-    statistic: Statistic,
+    statistic: RowStatistic,
     n_permutations: int = 1000,
     seed: int = 0,
 ) -> float:
@@ -117,9 +131,9 @@ def permutation_p(
     x, y = _pair(x, y)
     if n_permutations < 1:
         raise SaefeaturesError(f"n_permutations must be at least 1, got {n_permutations}")
-    observed = abs(statistic(x, y))
+    observed = abs(statistic(x[None], y[None])[0])
     shuffled = np.random.default_rng(seed).permuted(np.tile(y, (n_permutations, 1)), axis=1)
-    permuted = np.abs([statistic(x, row) for row in shuffled])
+    permuted = np.abs(statistic(np.broadcast_to(x, shuffled.shape), shuffled))
     extreme = int(np.sum(permuted >= observed * (1 - _REL_TOL)))
     return (1 + extreme) / (1 + n_permutations)
 
