@@ -565,3 +565,36 @@ FROM (SELECT DISTINCT n_candidates AS n, list_sum(list_transform(range(1, n_cand
       lambda k: 1.0 / k)) AS harmonic FROM retrieval_results) AS sums
 WHERE sums.n = retrieval_results.n_candidates;
 ALTER TABLE retrieval_results DROP COLUMN chance;
+
+-- version 10: the main job survives a failing stage, and a stage is skipped only while the rows
+-- it wrote are still in the store. stage_runs gains the statuses 'failed' (the stage raised;
+-- `error` says what) and 'blocked' (a stage it needs failed), the runs the stage started and
+-- the rows they wrote per table. `left_out` records every emotion a stage left out, and why.
+CREATE TABLE stage_runs_v10 (
+    run_id   VARCHAR NOT NULL,  -- the `run` job
+    stage    VARCHAR NOT NULL,
+    part     VARCHAR NOT NULL,  -- the stage's instance: a corpus, a layer and corpus, ...
+    key      VARCHAR NOT NULL,
+    status   VARCHAR NOT NULL CHECK (status IN ('ran', 'skipped', 'failed', 'blocked')),
+    seconds  DOUBLE NOT NULL,
+    summary  JSON,
+    finished TIMESTAMP NOT NULL DEFAULT current_timestamp,
+    error    VARCHAR,            -- failed: the error; blocked: which needed stage failed
+    model    VARCHAR,            -- whose stage it was ('all models' for compare)
+    runs     VARCHAR[],          -- the runs (runs.run_id) the stage started
+    written  JSON                -- rows those runs wrote, per table: {"emotion_vectors": 480}
+);
+INSERT INTO stage_runs_v10 (run_id, stage, part, key, status, seconds, summary, finished)
+    SELECT run_id, stage, part, key, status, seconds, summary, finished FROM stage_runs;
+DROP TABLE stage_runs;
+ALTER TABLE stage_runs_v10 RENAME TO stage_runs;
+
+CREATE TABLE left_out (
+    run_id     VARCHAR NOT NULL,  -- the run of the stage that left the emotion out
+    stage      VARCHAR NOT NULL,  -- e.g. 'vectors', 'corpus generate'
+    model      VARCHAR NOT NULL,
+    corpus     VARCHAR NOT NULL,
+    emotion    VARCHAR NOT NULL,
+    n_passages INTEGER NOT NULL,  -- passages it had (after cleaning and the token offset)
+    reason     VARCHAR NOT NULL
+);

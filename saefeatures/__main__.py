@@ -1,5 +1,5 @@
 """`python -m saefeatures` runs the CLI."""
 
-from saefeatures.cli import main
+from saefeatures.cli.app import main
 
 main()

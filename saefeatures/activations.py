@@ -7,7 +7,7 @@ never pays for layers 11..29 or for the unembedding.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 import torch
 
@@ -28,23 +28,18 @@ def hook_name(layer: int, site: str = "resid_post") -> str:
     return f"blocks.{layer}.{SITES[site]}"
 
 
-def select_layers(text: str, n_layers: int, model_name: str) -> list[int]:
-    """Parse `--layers`: `all`, or comma-separated indices, each checked against the model."""
-    if text.strip() == "all":
+def select_layers(layers: Sequence[int] | None, n_layers: int, model_name: str) -> list[int]:
+    """The requested layers (None: every one), sorted, each checked against the model."""
+    if layers is None:
         return list(range(n_layers))
-    try:
-        layers = sorted({int(part) for part in text.split(",") if part.strip()})
-    except ValueError:
+    chosen = sorted(set(layers))
+    bad = [layer for layer in chosen if not 0 <= layer < n_layers]
+    if bad or not chosen:
         raise SaefeaturesError(
-            f"cannot read layers {text!r}: give comma-separated numbers like 4,8,10 or 'all'"
-        ) from None
-    bad = [layer for layer in layers if not 0 <= layer < n_layers]
-    if bad or not layers:
-        raise SaefeaturesError(
-            f"layer {bad[0] if bad else text!r} is out of range for {model_name}: "
+            f"layer {bad[0] if bad else 'list'} is out of range for {model_name}: "
             f"valid layers are 0..{n_layers - 1}"
         )
-    return layers
+    return chosen
 
 
 class _StopForward(Exception):

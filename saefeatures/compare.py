@@ -14,7 +14,7 @@ levels' values; for model pairs, `direction_value` is the first model's value an
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from collections.abc import Sequence
 from itertools import combinations
 from pathlib import Path
 from typing import Any
@@ -24,26 +24,21 @@ import pyarrow as pa
 
 from saefeatures import models, plots, stats
 from saefeatures.errors import SaefeaturesError
-from saefeatures.store import Store
+from saefeatures.options import CompareOptions
+from saefeatures.store.database import Store
 
 KINDS = ("levels", "models")  # the comparisons rows this module writes
 DEPTHS = np.linspace(0, 1, 21)  # the common grid that depth profiles are resampled onto
 
 
-@dataclass(frozen=True)
-class CompareOptions:
-    models: str | None = None  # comma-separated; None: every model with results
-    corpus: str = "templates"  # the corpus whose geometry is compared
-
-
-def _model_names(store: Store, text: str | None) -> list[str]:
+def _model_names(store: Store, chosen: Sequence[str] | None) -> list[str]:
     stored = store.query(
         "SELECT DISTINCT model FROM (SELECT model FROM geometry UNION ALL SELECT model FROM "
         "steering_results UNION ALL SELECT model FROM patching_results) ORDER BY model"
     )["model"].to_pylist()
-    if text is None:
+    if chosen is None:
         return stored
-    names = [models.resolve(part.strip()).name for part in text.split(",") if part.strip()]
+    names = [models.resolve(name).name for name in chosen]
     missing = [name for name in names if name not in stored]
     if missing:
         raise SaefeaturesError(
@@ -67,13 +62,22 @@ def level_rows(store: Store, model: str) -> list[dict[str, Any]]:
         base = direction.get((r["layer"], r["scale"]))
         if r["level"] != "features" or base is None:
             continue
-        for metric, pick in (("self_effect", lambda x: x["own"]),
-                             ("specificity", lambda x: x["own"] - x["other"])):  # fmt: skip
-            rows.append({
-                "kind": "levels", "model": model, "other_model": None, "layer": r["layer"],
-                "metric": f"steering_{metric}@k={r['k']},scale={r['scale']:g}",
-                "direction_value": pick(base), "feature_value": pick(r), "extra": None,
-            })  # fmt: skip
+        for metric, pick in (
+            ("self_effect", lambda x: x["own"]),
+            ("specificity", lambda x: x["own"] - x["other"]),
+        ):
+            rows.append(
+                {
+                    "kind": "levels",
+                    "model": model,
+                    "other_model": None,
+                    "layer": r["layer"],
+                    "metric": f"steering_{metric}@k={r['k']},scale={r['scale']:g}",
+                    "direction_value": pick(base),
+                    "feature_value": pick(r),
+                    "extra": None,
+                }
+            )
     return rows + _faithfulness_rows(store, model)
 
 
@@ -85,10 +89,19 @@ def _faithfulness_rows(store: Store, model: str) -> list[dict[str, Any]]:
         "FROM patching_faithfulness WHERE model = ? AND gap <> 0 GROUP BY ALL ORDER BY ALL",
         [model],
     ).to_pylist()
-    return [{"kind": "levels", "model": model, "other_model": None, "layer": r["layer"],
-             "metric": f"patching_effect@{r['condition']},k={r['k']}",
-             "direction_value": r["whole"], "feature_value": r["top"], "extra": None}
-            for r in table]  # fmt: skip
+    return [
+        {
+            "kind": "levels",
+            "model": model,
+            "other_model": None,
+            "layer": r["layer"],
+            "metric": f"patching_effect@{r['condition']},k={r['k']}",
+            "direction_value": r["whole"],
+            "feature_value": r["top"],
+            "extra": None,
+        }
+        for r in table
+    ]
 
 
 def depth_profile(store: Store, model: str, corpus: str) -> tuple[np.ndarray, np.ndarray] | None:
@@ -143,26 +156,49 @@ def model_rows(store: Store, a: str, b: str, corpus: str) -> tuple[list[dict], d
 
     def add(metric: str, first: float | None, second: float | None) -> None:
         if first is not None and second is not None:
-            rows.append({"kind": "models", "model": a, "other_model": b, "layer": None,
-                         "metric": metric, "direction_value": float(first), "feature_value": None,
-                         "extra": json.dumps({"other_value": float(second)})})  # fmt: skip
+            rows.append(
+                {
+                    "kind": "models",
+                    "model": a,
+                    "other_model": b,
+                    "layer": None,
+                    "metric": metric,
+                    "direction_value": float(first),
+                    "feature_value": None,
+                    "extra": json.dumps({"other_value": float(second)}),
+                }
+            )
 
     found = {name: depth_profile(store, name, corpus) for name in (a, b)}
     if all(profile is not None for profile in found.values()):
         profiles = {name: np.interp(DEPTHS, *found[name]) for name in (a, b)}
         best = {name: int(np.argmax(found[name][1])) for name in (a, b)}
-        rows.append({"kind": "models", "model": a, "other_model": b, "layer": None,
-                     "metric": f"pc1_valence_profile_correlation ({corpus})",
-                     "direction_value": stats.pearson(profiles[a], profiles[b]),
-                     "feature_value": None, "extra": None})  # fmt: skip
+        rows.append(
+            {
+                "kind": "models",
+                "model": a,
+                "other_model": b,
+                "layer": None,
+                "metric": f"pc1_valence_profile_correlation ({corpus})",
+                "direction_value": stats.pearson(profiles[a], profiles[b]),
+                "feature_value": None,
+                "extra": None,
+            }
+        )
         for index, metric in ((0, "best_depth"), (1, "best_r")):
-            add(f"pc1_valence_{metric} ({corpus})", found[a][index][best[a]],
-                found[b][index][best[b]])  # fmt: skip
+            add(
+                f"pc1_valence_{metric} ({corpus})",
+                found[a][index][best[a]],
+                found[b][index][best[b]],
+            )
     peaks = {name: patching_peaks(store, name) for name in (a, b)}
     for condition in sorted(set(peaks[a]) & set(peaks[b])):
         add(f"patching_peak_depth ({condition})", peaks[a][condition], peaks[b][condition])
-    add("steering_self_effect (direction, smallest scale)", steering_self_effect(store, a),
-        steering_self_effect(store, b))  # fmt: skip
+    add(
+        "steering_self_effect (direction, smallest scale)",
+        steering_self_effect(store, a),
+        steering_self_effect(store, b),
+    )
     return rows, profiles
 
 
@@ -178,9 +214,13 @@ def compare(store: Store, out: Path, options: CompareOptions) -> dict[str, Any]:
         pair_rows, profiles = model_rows(store, a, b, options.corpus)
         rows += pair_rows
         if profiles:
-            figures += plots.lines(DEPTHS, profiles, f"PC1-valence r by depth ({options.corpus})",
-                                   ("relative depth", "Pearson r"),
-                                   out / "compare" / f"profile-{a}-{b}")  # fmt: skip
+            figures += plots.lines(
+                DEPTHS,
+                profiles,
+                f"PC1-valence r by depth ({options.corpus})",
+                ("relative depth", "Pearson r"),
+                out / "compare" / f"profile-{a}-{b}",
+            )
     if not rows:
         raise SaefeaturesError(
             "nothing to compare yet: steer at both levels (`saefeatures steer`) or run two "
@@ -194,8 +234,13 @@ def compare(store: Store, out: Path, options: CompareOptions) -> dict[str, Any]:
         for row in rows:
             by_part[row["model"], row["kind"]].append({"run_id": run_id, **row})
         store.replace_all(
-            [("comparisons", {"model": name, "kind": kind},
-              pa.Table.from_pylist(chosen) if chosen else None)
-             for (name, kind), chosen in by_part.items()]
-        )  # fmt: skip
+            [
+                (
+                    "comparisons",
+                    {"model": name, "kind": kind},
+                    pa.Table.from_pylist(chosen) if chosen else None,
+                )
+                for (name, kind), chosen in by_part.items()
+            ]
+        )
     return {"run_id": run_id, "rows": rows, "figures": [str(path) for path in figures]}

@@ -12,6 +12,8 @@ DEFAULT_OUT = Path("saefeatures-out")
 DB_ENV = "SAEFEATURES_DB"
 OUT_ENV = "SAEFEATURES_OUT"
 CACHE_ENV = "SAEFEATURES_CACHE"
+DTYPE_ENV = "SAEFEATURES_DTYPE"  # the default of every --dtype, for a whole shell
+DEVICE_ENV = "SAEFEATURES_DEVICE"  # the default of every --device, for a whole shell
 
 _PACKAGE_DIR = Path(__file__).resolve().parent
 

@@ -139,10 +139,12 @@ def applied_per_row(
     model.check_layer(layer)
 
     def edit_rows(residual: torch.Tensor, hook: Any = None) -> torch.Tensor:
-        return torch.cat([
-            part if edit is None else edit.edit(part)
-            for part, edit in zip(residual.split(1), edits, strict=True)
-        ])  # fmt: skip
+        return torch.cat(
+            [
+                part if edit is None else edit.edit(part)
+                for part, edit in zip(residual.split(1), edits, strict=True)
+            ]
+        )
 
     with model.hooks([(activations.hook_name(layer), edit_rows)]):
         yield

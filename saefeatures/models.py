@@ -27,14 +27,14 @@ import torch
 import transformers
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-from saefeatures.config import DEFAULT_MODEL, cache_dir
+from saefeatures.config import DEFAULT_MODEL, DTYPE_ENV, cache_dir
 from saefeatures.errors import SaefeaturesError
 
 transformers.utils.logging.set_verbosity_error()
 transformers.utils.logging.disable_progress_bar()
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
-AUTO_DTYPE = "auto"  # bfloat16 where the hardware computes in it, else float32
+AUTO = "auto"  # dtype: bfloat16 where the hardware computes in it; device: cuda, mps, cpu
 DEVICES = ("cpu", "cuda", "mps")
 _CACHE_MARKER = "saefeatures-cache.json"
 
@@ -395,21 +395,31 @@ class LoadedModel:
 
 def check_options(dtype: str, device: str) -> None:
     """Reject an unknown dtype or an unavailable device before any work starts."""
-    if dtype not in (AUTO_DTYPE, *DTYPES):
+    if dtype not in (AUTO, *DTYPES):
+        raise SaefeaturesError(f"unknown dtype {dtype!r}; use one of {', '.join((AUTO, *DTYPES))}")
+    if device not in (AUTO, *DEVICES):
         raise SaefeaturesError(
-            f"unknown dtype {dtype!r}; use one of {', '.join((AUTO_DTYPE, *DTYPES))}"
+            f"unknown device {device!r}; use one of {', '.join((AUTO, *DEVICES))}"
         )
-    if device not in DEVICES:
-        raise SaefeaturesError(f"unknown device {device!r}; use one of {', '.join(DEVICES)}")
-    available = {
-        "cpu": True,
-        "cuda": torch.cuda.is_available(),
-        "mps": torch.backends.mps.is_available(),
-    }
-    if not available[device]:
+    if device != AUTO and not _available(device):
         raise SaefeaturesError(
-            f"device {device} is not available on this machine; use --device cpu"
+            f"device {device} is not available on this machine; use --device cpu or auto"
         )
+
+
+def _available(device: str) -> bool:
+    if device == "cuda":
+        return torch.cuda.is_available()
+    if device == "mps":
+        return torch.backends.mps.is_available()
+    return True
+
+
+def concrete_device(device: str) -> str:
+    """`auto` made concrete: cuda, then mps, then cpu."""
+    if device != AUTO:
+        return device
+    return next(d for d in ("cuda", "mps", "cpu") if _available(d))
 
 
 def _weights_location(spec: ModelSpec) -> str:
@@ -466,9 +476,24 @@ def native_bfloat16(device: str) -> bool:
 
 def concrete_dtype(dtype: str, device: str) -> str:
     """`auto` made concrete for the device; float32 and bfloat16 stay as asked."""
-    if dtype != AUTO_DTYPE:
+    if dtype != AUTO:
         return dtype
-    return "bfloat16" if native_bfloat16(device) else "float32"
+    forced = os.environ.get(DTYPE_ENV, AUTO)
+    if forced in DTYPES:  # the shell's choice for every `auto`, e.g. to test both paths
+        return forced
+    return "bfloat16" if native_bfloat16(concrete_device(device)) else "float32"
+
+
+def compute_facts(dtype: str, device: str) -> dict[str, Any]:
+    """What a run computed with, for `runs.config`: the concrete dtype and device, whether
+    the device computes bfloat16 natively, and torch's thread count."""
+    concrete = concrete_device(device)
+    return {
+        "dtype_used": concrete_dtype(dtype, concrete),
+        "device_used": concrete,
+        "native_bfloat16": native_bfloat16(concrete),
+        "torch_threads": torch.get_num_threads(),
+    }
 
 
 _shared: dict[tuple[str, str, str], LoadedModel] = {}
@@ -498,6 +523,7 @@ def load(
     its fused kernel, and sampled generation ran 1.4 times faster without it here.
     """
     check_options(dtype, device)
+    device = concrete_device(device)
     dtype = concrete_dtype(dtype, device)
     spec = resolve(name)
     if hooks and (kept := _shared.get((spec.name, dtype, device))) is not None:

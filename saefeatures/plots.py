@@ -204,23 +204,29 @@ def emotion_heatmap(
     figure.colorbar(image, ax=ax, label=label, shrink=0.8)
     interactive = go.Figure(
         diverging_heatmap(
-            ordered, labels, labels, limit, colorbar={"title": {"text": label}},
+            ordered,
+            labels,
+            labels,
+            limit,
+            colorbar={"title": {"text": label}},
             hovertemplate=f"%{{y}} · %{{x}}<br>{label} = %{{z:.3f}}<extra></extra>",
         )
-    )  # fmt: skip
+    )
     interactive.update_layout(title=title, yaxis_autorange="reversed")
     return write(figure, interactive, stem)
 
 
 def diverging_heatmap(
-    z: np.ndarray, x: Sequence[Any] | None = None, y: Sequence[Any] | None = None,
-    limit: float | None = None, **extra: Any,
-) -> go.Heatmap:  # fmt: skip
+    z: np.ndarray,
+    x: Sequence[Any] | None = None,
+    y: Sequence[Any] | None = None,
+    limit: float | None = None,
+    **extra: Any,
+) -> go.Heatmap:
     """A plotly heatmap on the diverging scale, 0 white (limit: default from finite values)."""
     z = np.asarray(z, dtype=float)
     limit = limit or symmetric_limit(z[np.isfinite(z)])
-    return go.Heatmap(z=z, x=x, y=y, zmin=-limit, zmax=limit, colorscale=DIVERGING_SCALE,
-                      **extra)  # fmt: skip
+    return go.Heatmap(z=z, x=x, y=y, zmin=-limit, zmax=limit, colorscale=DIVERGING_SCALE, **extra)
 
 
 def grouped_bars(
@@ -229,8 +235,9 @@ def grouped_bars(
     """One bar per category and series, side by side: e.g. an effect per emotion and level."""
     for name, values in series.items():
         same_length(categories=categories, **{name: values})
-    figure = Figure(figsize=(max(6.0, 0.5 * len(categories) * len(series) + 2), 4.5),
-                    layout="constrained")  # fmt: skip
+    figure = Figure(
+        figsize=(max(6.0, 0.5 * len(categories) * len(series) + 2), 4.5), layout="constrained"
+    )
     ax = figure.add_subplot()
     width = 0.8 / max(len(series), 1)
     positions = np.arange(len(categories))
@@ -261,8 +268,9 @@ def lines(
     interactive = go.Figure()
     for name, values in series.items():
         ax.plot(x, values, marker="o", label=name)
-        interactive.add_trace(go.Scatter(x=list(x), y=list(values), mode="lines+markers",
-                                         name=name))  # fmt: skip
+        interactive.add_trace(
+            go.Scatter(x=list(x), y=list(values), mode="lines+markers", name=name)
+        )
     ax.axhline(0, color="grey", linewidth=0.8)
     ax.set(xlabel=labels[0], ylabel=labels[1], title=title)
     ax.legend(fontsize=7, ncol=2)

@@ -22,34 +22,16 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from saefeatures import activations, corpora, interventions, lexicon, models, plots, stats
-from saefeatures.alignment import aligned_features, saes_at
-from saefeatures.config import DEFAULT_MODEL
+from saefeatures import activations, interventions, models, plots, progress, stats
+from saefeatures.corpora import catalog, lexicon
 from saefeatures.errors import SaefeaturesError
-from saefeatures.geometry import read_vectors, vectors_at
+from saefeatures.options import SteerOptions
 from saefeatures.sae import loading
-from saefeatures.store import Store
+from saefeatures.store.database import Store
+from saefeatures.store.read import aligned_features, read_vectors, saes_at, vectors_at
 
 QUESTION, ANSWER = "How does he feel?", "He feels"
-DEFAULT_EMOTIONS = "happy,sad,angry,afraid,calm,proud,loving,disgusted"
-LEVELS = ("direction", "features", "both")
 FEATURE_KS = (1, 5, 20)
-
-
-@dataclass(frozen=True)
-class SteerOptions:
-    model: str = DEFAULT_MODEL
-    layer: int | None = None  # None: a third of the depth
-    level: str = "both"
-    emotions: str = DEFAULT_EMOTIONS
-    scales: str = "0.05,0.1,0.2,0.4"  # in units of the layer's mean residual norm
-    gen_scale: float = 0.1  # generations run at this one scale
-    corpus: str = "templates"
-    method: str = "denoised"
-    sae: str | None = None
-    gen_tokens: int = 24
-    dtype: str = "auto"
-    device: str = "cpu"
 
 
 @dataclass(frozen=True)
@@ -60,18 +42,6 @@ class Lever:
     emotion: str
     k: int | None
     make: Any  # scale -> interventions.Direction | interventions.Features
-
-
-def parse_scales(text: str) -> list[float]:
-    try:
-        scales = [interventions.check_scale(float(part)) for part in text.split(",") if part]
-    except ValueError:
-        raise SaefeaturesError(
-            f"cannot read scales {text!r}: give numbers like 0.25,0.5,1"
-        ) from None
-    if not scales:
-        raise SaefeaturesError("give at least one scale")
-    return scales
 
 
 # -- scoring ---------------------------------------------------------------------------
@@ -116,22 +86,30 @@ def word_logprobs(model: models.LoadedModel, batch: WordBatch) -> np.ndarray:
     cache = prompt.past_key_values
     cache.batch_repeat_interleave(n_rows)
     mask = torch.cat([torch.ones_like(batch.mask[:, :length]), batch.mask[:, length:]], dim=1)
-    logits = model.hf_model(batch.ids[:, length:], attention_mask=mask, past_key_values=cache,
-                            use_cache=True).logits  # fmt: skip
+    logits = model.hf_model(
+        batch.ids[:, length:], attention_mask=mask, past_key_values=cache, use_cache=True
+    ).logits
     logprobs = torch.log_softmax(logits.float(), dim=-1)
-    return np.array([
-        float(first[batch.ids[row, start]])
-        + sum(float(logprobs[row, position - 1 - length, batch.ids[row, position]])
-              for position in range(start + 1, end))
-        for row, (start, end) in enumerate(batch.spans)
-    ])  # fmt: skip
+    return np.array(
+        [
+            float(first[batch.ids[row, start]])
+            + sum(
+                float(logprobs[row, position - 1 - length, batch.ids[row, position]])
+                for position in range(start + 1, end)
+            )
+            for row, (start, end) in enumerate(batch.spans)
+        ]
+    )
 
 
 @torch.no_grad()
 def generate(
-    model: models.LoadedModel, prompt: str, tokens: int, layer: int,
+    model: models.LoadedModel,
+    prompt: str,
+    tokens: int,
+    layer: int,
     edits: list[interventions.Direction | interventions.Features | None],
-) -> list[list[int]]:  # fmt: skip
+) -> list[list[int]]:
     """Greedy continuations of one prompt, one row per edit (None: unsteered), until EOS.
 
     The rows run as one batch with a key-value cache: every row has the same prompt, so
@@ -157,9 +135,12 @@ def generate(
 
 @torch.no_grad()
 def axis_projections(
-    model: models.LoadedModel, prompt: str, generated: list[list[int]], layer: int,
+    model: models.LoadedModel,
+    prompt: str,
+    generated: list[list[int]],
+    layer: int,
     axis: np.ndarray,
-) -> list[float]:  # fmt: skip
+) -> list[float]:
     """Mean residual of each row's generated tokens on the valence axis, read by the clean
     model in one right-padded batch (causal attention: padding after a token never reaches
     it); 0 for an empty generation."""
@@ -185,21 +166,27 @@ def axis_projections(
 def _valence_axis(store: Store, model: str, options: SteerOptions, layer: int) -> np.ndarray:
     """PC1 of all the emotion vectors at the layer, signed so that it grows with valence."""
     vector_set = read_vectors(store, model, options.corpus, options.method)
-    ratings = corpora.load_ratings()
+    ratings = catalog.load_ratings()
     rated = [e for e in vector_set.emotions if e in ratings.valence]
     if len(rated) < 3:
         raise SaefeaturesError("the valence axis needs vectors of at least 3 rated emotions")
-    matrix = vector_set.vectors[[vector_set.emotions.index(e) for e in rated],
-                                vector_set.layers.index(layer)]  # fmt: skip
+    matrix = vector_set.vectors[
+        [vector_set.emotions.index(e) for e in rated], vector_set.layers.index(layer)
+    ]
     fitted = stats.pca(matrix, 1)
     _, sign = stats.orient(fitted.scores[:, 0], np.array([ratings.valence[e] for e in rated]))
     return sign * fitted.components[0]
 
 
 def feature_levers(
-    store: Store, sae_row: dict, emotion: str, corpus: str, norm: float, sae: Any,
+    store: Store,
+    sae_row: dict,
+    emotion: str,
+    corpus: str,
+    norm: float,
+    sae: Any,
     ks: tuple[int, ...] = FEATURE_KS,
-) -> list[Lever]:  # fmt: skip
+) -> list[Lever]:
     """The emotion's top-k decoder-aligned features for each k, pushed as hard as its direction."""
     rows = aligned_features(store, sae_row, corpus, [emotion], max(ks))[emotion]
     decoder = sae.W_dec.detach().float()
@@ -239,25 +226,26 @@ def layer_vectors(
 def steer(store: Store, out: Path, options: SteerOptions) -> dict[str, Any]:
     """Steer with every emotion at every scale and level; score words and generations."""
     models.check_options(options.dtype, options.device)
-    if options.level not in LEVELS:
-        raise SaefeaturesError(f"unknown level {options.level!r}; use one of {', '.join(LEVELS)}")
     spec = models.resolve(options.model)
     n_layers = models.shape_of(spec)["n_layers"]
     layer = options.layer if options.layer is not None else round(n_layers / 3)
-    layer = activations.select_layers(str(layer), n_layers, spec.name)[0]
-    scales = parse_scales(options.scales)
-    gen_scale = interventions.check_scale(options.gen_scale)
-    emotions = corpora.emotion_list(options.emotions)
+    layer = activations.select_layers([layer], n_layers, spec.name)[0]
+    scales, gen_scale = list(options.scales), options.gen_scale
+    emotions = list(options.emotions)
     vectors = layer_vectors(store, spec.name, options.corpus, options.method, emotions, layer)
     axis = _valence_axis(store, spec.name, options, layer)
     sae_row = (
         saes_at(store, spec.name, layer, options.sae)[0] if options.level != "direction" else None
     )
-    config = {**asdict(options), "model": spec.name, "layer": layer, "scales": scales,
-              "emotions": emotions, "sae": sae_row and sae_row["sae_id"]}  # fmt: skip
+    config = {
+        **asdict(options),
+        "model": spec.name,
+        "layer": layer,
+        "sae": sae_row and sae_row["sae_id"],
+    }
     with store.run("steer", config, atomic=True) as run_id:
         model = models.load(spec.name, dtype=options.dtype, device=options.device)
-        neutral = [p.text for p in corpora.read_corpus(store, "neutral")]
+        neutral = [p.text for p in catalog.read_corpus(store, "neutral")]
         norm = interventions.mean_residual_norm(model, neutral, [layer])[layer]
         levers = []
         if options.level in ("direction", "both"):
@@ -275,23 +263,38 @@ def steer(store: Store, out: Path, options: SteerOptions) -> dict[str, Any]:
         )
         store.replace_all([("steering_results", {"model": spec.name, "layer": layer}, table)])
     figures = _figures(out / "steering" / spec.slug, spec.name, layer, rows, emotions, scales)
-    return {"run_id": run_id, "model": spec.name, "layer": layer, "norm": norm,
-            "sae": sae_row and sae_row["sae_id"], "rows": rows, "figures": figures}  # fmt: skip
+    return {
+        "run_id": run_id,
+        "model": spec.name,
+        "layer": layer,
+        "norm": norm,
+        "sae": sae_row and sae_row["sae_id"],
+        "rows": rows,
+        "figures": figures,
+    }
 
 
 def _word_rows(model, batch, levers, layer, scales, emotions) -> list[dict[str, Any]]:
     base = word_logprobs(model, batch)
     rows = []
-    for lever in levers:
+    for lever in progress.track(levers, "steering word scores"):
         for scale in scales:
             intervention = interventions.Intervention(layer, lever.make(scale))
             with interventions.applied(model, [intervention]):
                 delta = word_logprobs(model, batch) - base
             rows += [
-                {"level": lever.level, "emotion": lever.emotion, "target": target, "k": lever.k,
-                 "scale": scale, "metric": "delta_logprob", "value": float(value), "extra": None}
+                {
+                    "level": lever.level,
+                    "emotion": lever.emotion,
+                    "target": target,
+                    "k": lever.k,
+                    "scale": scale,
+                    "metric": "delta_logprob",
+                    "value": float(value),
+                    "extra": None,
+                }
                 for target, value in zip(emotions, delta, strict=True)
-            ]  # fmt: skip
+            ]
     return rows
 
 
@@ -315,15 +318,23 @@ def _generation_rows(model, prompt, levers, layer, scale, axis, options) -> list
             ("generation_axis_valence", projection),
         ):
             rows.append(
-                {"level": level, "emotion": emotion, "target": None, "k": k, "scale": run_scale,
-                 "metric": metric, "value": value, "extra": extra}
-            )  # fmt: skip
+                {
+                    "level": level,
+                    "emotion": emotion,
+                    "target": None,
+                    "k": k,
+                    "scale": run_scale,
+                    "metric": metric,
+                    "value": value,
+                    "extra": extra,
+                }
+            )
     return rows
 
 
 def _figures(folder, model, layer, rows, emotions, scales) -> list[str]:
     """Self effect per level, cross-emotion heatmaps and effect by scale, from the rows."""
-    valence = [corpora.load_ratings().valence.get(e, 0.0) for e in emotions]
+    valence = [catalog.load_ratings().valence.get(e, 0.0) for e in emotions]
     top = max(scales)
     effect = {
         (r["level"], r["k"], r["emotion"], r["target"], r["scale"]): r["value"]
@@ -352,28 +363,37 @@ def _figures(folder, model, layer, rows, emotions, scales) -> list[str]:
         )
     written += plots.lines(
         scales,
-        {names[g]: [np.mean([effect[(*g, e, e, s)] for e in emotions]) for s in scales]
-         for g in levels},
+        {
+            names[g]: [np.mean([effect[(*g, e, e, s)] for e in emotions]) for s in scales]
+            for g in levels
+        },
         f"{title}: mean self effect",
         ("scale (x mean residual norm)", "mean Δ log P(own word)"),
         folder / "effect_by_scale",
-    )  # fmt: skip
+    )
     return [str(path) for path in written]
 
 
 def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Per level and scale: mean self effect, mean effect on other words, and their gap."""
     words = [r for r in rows if r["metric"] == "delta_logprob"]
-    groups = sorted({(r["level"], r["k"], r["scale"]) for r in words},
-                    key=lambda g: (g[0], g[1] or 0, g[2]))  # fmt: skip
+    groups = sorted(
+        {(r["level"], r["k"], r["scale"]) for r in words}, key=lambda g: (g[0], g[1] or 0, g[2])
+    )
     summary = []
     for level, k, scale in groups:
         chosen = [r for r in words if (r["level"], r["k"], r["scale"]) == (level, k, scale)]
         own = [r["value"] for r in chosen if r["emotion"] == r["target"]]
         other = [r["value"] for r in chosen if r["emotion"] != r["target"]]
-        summary.append({"level": level if k is None else f"top-{k} features", "scale": scale,
-                        "self Δ log P": np.mean(own), "other words Δ log P": np.mean(other),
-                        "specificity": np.mean(own) - np.mean(other)})  # fmt: skip
+        summary.append(
+            {
+                "level": level if k is None else f"top-{k} features",
+                "scale": scale,
+                "self Δ log P": np.mean(own),
+                "other words Δ log P": np.mean(other),
+                "specificity": np.mean(own) - np.mean(other),
+            }
+        )
     return summary
 
 
@@ -387,7 +407,12 @@ def examples(rows: list[dict[str, Any]]) -> list[list[Any]]:
                 "value"
             ]
     return [
-        [level, emotion, v["generation_lexicon_valence"], v["generation_axis_valence"],
-         v["text"].strip().replace("\n", " ")]
+        [
+            level,
+            emotion,
+            v["generation_lexicon_valence"],
+            v["generation_axis_valence"],
+            v["text"].strip().replace("\n", " "),
+        ]
         for (level, emotion), v in valence.items()
-    ]  # fmt: skip
+    ]

@@ -25,9 +25,10 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from saefeatures import features, queries
-from saefeatures.feature_scan import FeatureScan
-from saefeatures.store import Store
+from saefeatures.alignment import tables
+from saefeatures.alignment.scan import FeatureScan
+from saefeatures.store import queries
+from saefeatures.store.database import Store
 
 D_SAE, K, PASSAGES, EMOTIONS = 9216, 32, 1000, 30
 RAW_TOP_FEATURES = """
@@ -90,7 +91,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=10_000_000)
     args = parser.parse_args()
     scan, emotions = synthetic_scan(args.rows)
-    corpus = features.ScannedCorpus("bench", np.arange(PASSAGES), [], scan)
+    corpus = tables.ScannedCorpus("bench", np.arange(PASSAGES), [], scan)
     with tempfile.TemporaryDirectory() as folder, Store(Path(folder) / "bench.duckdb") as store:
         with store.run("bench", {}) as run_id:
             store.insert(
@@ -103,7 +104,7 @@ def main() -> None:
                     "text": [""] * PASSAGES,
                 },
             )
-            ours = features.activation_table(run_id, "sae", corpus)
+            ours = tables.activation_table(run_id, "sae", corpus)
             plain = ours.cast(
                 pa.schema(
                     [
@@ -128,9 +129,9 @@ def main() -> None:
                     )
                 )
                 store.con.unregister("_bench")
-            activity = features.emotion_activity_table(run_id, "sae", corpus, emotions, D_SAE)
+            activity = tables.emotion_activity_table(run_id, "sae", corpus, emotions, D_SAE)
             aggregate = _timed(
-                lambda: features.emotion_activity_table(run_id, "sae", corpus, emotions, D_SAE)
+                lambda: tables.emotion_activity_table(run_id, "sae", corpus, emotions, D_SAE)
             )
             store.insert("emotion_feature_activity", activity)
             store.con.execute("CHECKPOINT")

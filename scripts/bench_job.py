@@ -23,7 +23,9 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from saefeatures import activations, behaviour, choices, interventions, models, steering, stories
+from saefeatures import activations, interventions, models, steering
+from saefeatures.corpora import stories
+from saefeatures.validation import behaviour, choices
 
 
 def timed(work: Callable[[], object]) -> tuple[float, object]:
@@ -124,20 +126,28 @@ def main() -> None:
     model = models.load(args.model, dtype=args.dtype)
     print(f"{args.model}, {args.dtype}, {torch.get_num_threads()} threads")
     ours, theirs = hooks(model)
-    print(f"  hooks on every layer, one forward: ours {ours * 1e3:.1f} ms, "
-          f"bridge.hooks {theirs * 1e3:.1f} ms, ratio {theirs / ours:.2f}x")  # fmt: skip
+    print(
+        f"  hooks on every layer, one forward: ours {ours * 1e3:.1f} ms, "
+        f"bridge.hooks {theirs * 1e3:.1f} ms, ratio {theirs / ours:.2f}x"
+    )
     ours, theirs, same = generation(model)
-    print(f"  17 steered greedy generations of 24 tokens: batched + cache {ours:.1f} s, "
-          f"row by row recomputed {theirs:.1f} s, ratio {theirs / ours:.1f}x, "
-          f"same texts: {same}")  # fmt: skip
+    print(
+        f"  17 steered greedy generations of 24 tokens: batched + cache {ours:.1f} s, "
+        f"row by row recomputed {theirs:.1f} s, ratio {theirs / ours:.1f}x, "
+        f"same texts: {same}"
+    )
     ours, theirs, gap = letter_reads(model)
-    print(f"  A/B logits of 24 behaviour prompts: head columns {ours:.1f} s, full head "
-          f"{theirs:.1f} s, ratio {theirs / ours:.2f}x, largest difference {gap:.1e}")  # fmt: skip
+    print(
+        f"  A/B logits of 24 behaviour prompts: head columns {ours:.1f} s, full head "
+        f"{theirs:.1f} s, ratio {theirs / ours:.2f}x, largest difference {gap:.1e}"
+    )
     if model.is_chat:
         plain = models.load(args.model, dtype=args.dtype, hooks=False)
         ours, theirs = story_sampling(model, plain)
-        print(f"  32 stories of 120 tokens: plain model {ours:.1f} s, bridged {theirs:.1f} s, "
-              f"ratio {theirs / ours:.2f}x")  # fmt: skip
+        print(
+            f"  32 stories of 120 tokens: plain model {ours:.1f} s, bridged {theirs:.1f} s, "
+            f"ratio {theirs / ours:.2f}x"
+        )
 
 
 if __name__ == "__main__":

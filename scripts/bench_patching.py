@@ -14,7 +14,8 @@ import time
 import torch
 import transformer_lens.patching as tl_patching
 
-from saefeatures import models, patch_analysis, patch_sweeps, reply_scores
+from saefeatures import models
+from saefeatures.patching import conclusions, reply_scores, sweeps
 
 
 def main() -> None:
@@ -27,24 +28,26 @@ def main() -> None:
     score = reply_scores.anchor_score(model)
     ours_seconds = theirs_seconds = 0.0
     worst = 0.0
-    for pair in patch_analysis.read_pairs()[: args.pairs]:
+    for pair in conclusions.read_pairs()[: args.pairs]:
         clean_ids, corrupted_ids = (
             model.encode([reply_scores.prompt_text(model, text)], True)["input_ids"][0].tolist()
             for text in (pair.clean, pair.corrupted)
         )
         start = time.perf_counter()
-        prepared = patch_sweeps.prepare(model, clean_ids, corrupted_ids)
-        clean = patch_sweeps.clean_run(model, prepared, score, heads=False)
-        corrupted = patch_sweeps.prompt_score(model, prepared, prepared.corrupted, score)
-        grid = patch_sweeps.resid_sweep(model, prepared, score, clean)
+        prepared = sweeps.prepare(model, clean_ids, corrupted_ids)
+        clean = sweeps.clean_run(model, prepared, score, heads=False)
+        corrupted = sweeps.prompt_score(model, prepared, prepared.corrupted, score)
+        grid = sweeps.resid_sweep(model, prepared, score, clean)
         ours_seconds += time.perf_counter() - start
 
         start = time.perf_counter()
         _, cache = model.bridge.run_with_cache(torch.tensor([clean_ids]))
         theirs = tl_patching.get_act_patch_resid_pre(
-            model.bridge, torch.tensor([corrupted_ids]), cache,
+            model.bridge,
+            torch.tensor([corrupted_ids]),
+            cache,
             lambda logits: score.reduce(logits[:, -1:])[0],
-        )  # fmt: skip
+        )
         theirs_seconds += time.perf_counter() - start
         if prepared.aligned:
             gap = clean.score - corrupted

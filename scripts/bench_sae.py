@@ -50,10 +50,10 @@ import torch
 
 def rows_for(model_name: str, tokens: int, context: int) -> torch.Tensor:
     from saefeatures import models
-    from saefeatures.sae import text
+    from saefeatures.corpora import training_text
 
     tokenizer = models.load_tokenizer(model_name)
-    data = text.prepare(None, tokenizer, context, 0.02)
+    data = training_text.prepare(None, tokenizer, context, 0.02)
     # Twice the rows one pass needs, plus two shuffle buffers: SAELens' norm estimation
     # and its mixing buffer draw more than they train on, and its store does not cycle.
     n = -(-tokens // context) * 2 + 2 * 256
@@ -75,8 +75,8 @@ def bench_config(model_name: str, tokens: int, dtype: str):
 
 def ours(args: argparse.Namespace, layers: list[int], dtype: str, stop_early: bool) -> dict:
     from saefeatures import activations, models
+    from saefeatures.corpora.training_text import special_ids
     from saefeatures.sae.provider import ActivationSource
-    from saefeatures.sae.text import special_ids
     from saefeatures.sae.training import Coordinator
 
     cfg = bench_config(args.model, args.tokens, dtype)
@@ -205,9 +205,21 @@ def child(args: argparse.Namespace) -> None:
 
 
 def run_child(args: argparse.Namespace, variant: str, layers: str, single: int) -> dict:
-    command = [sys.executable, __file__, "--child", "--variant", variant, "--model",
-               args.model, "--layers", layers, "--single", str(single),
-               "--tokens", str(args.tokens)]  # fmt: skip
+    command = [
+        sys.executable,
+        __file__,
+        "--child",
+        "--variant",
+        variant,
+        "--model",
+        args.model,
+        "--layers",
+        layers,
+        "--single",
+        str(single),
+        "--tokens",
+        str(args.tokens),
+    ]
     done = subprocess.run(command, capture_output=True, text=True)
     lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
     if done.returncode != 0 or not lines:
@@ -229,8 +241,11 @@ def main() -> None:
         child(args)
         return
     layers = [int(x) for x in args.layers.split(",")]
-    print(f"model {args.model}, layers {layers}, {args.tokens:,} training tokens per SAE, "
-          f"{torch.get_num_threads()} threads", flush=True)  # fmt: skip
+    print(
+        f"model {args.model}, layers {layers}, {args.tokens:,} training tokens per SAE, "
+        f"{torch.get_num_threads()} threads",
+        flush=True,
+    )
     results = {}
     for name, variant in (
         ("ours 4 layers, bf16, early stop", "ours:bfloat16"),
@@ -259,8 +274,10 @@ def main() -> None:
     runner_total = sum(results[f"SAELens runner layer {layer}"]["seconds"] for layer in layers)
     single = results[f"ours layer {args.single}"]["seconds"]
     runner_single = results[f"SAELens runner layer {args.single}"]["seconds"]
-    print(f"4 layers: SAELens runner x{len(layers)} / ours one pass = {runner_total / multi:.2f}x "
-          "(target >= 3x)")  # fmt: skip
+    print(
+        f"4 layers: SAELens runner x{len(layers)} / ours one pass = {runner_total / multi:.2f}x "
+        "(target >= 3x)"
+    )
     print(f"1 layer: SAELens runner / ours = {runner_single / single:.2f}x (target >= 1.0x)")
     fp32 = results["ours 4 layers, fp32 harvest"]["seconds"]
     full = results["ours 4 layers, full forward"]["seconds"]

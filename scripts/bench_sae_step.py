@@ -27,12 +27,14 @@ from saefeatures.sae.training import trainer_config
 def seconds_per_step(sae_class: type, args: argparse.Namespace, dead: float) -> float:
     from sae_lens.training.sae_trainer import SAETrainer
 
-    cfg = TopKTrainingSAEConfig(k=args.k, d_in=args.d_in, d_sae=args.d_sae, dtype="float32",
-                                device="cpu")  # fmt: skip
+    cfg = TopKTrainingSAEConfig(
+        k=args.k, d_in=args.d_in, d_sae=args.d_sae, dtype="float32", device="cpu"
+    )
     torch.manual_seed(0)
     sae = sae_class(cfg)
-    ours = SaeConfig(training_tokens=args.batch * 100, train_batch_size=args.batch, k=args.k,
-                     autocast=False)  # fmt: skip
+    ours = SaeConfig(
+        training_tokens=args.batch * 100, train_batch_size=args.batch, k=args.k, autocast=False
+    )
     trainer = SAETrainer(cfg=trainer_config(ours, "cpu"), sae=sae, data_provider=iter(()))
     batch = torch.randn(args.batch, args.d_in)
     trainer.step(batch)  # warm-up
@@ -53,13 +55,17 @@ def main() -> None:
     parser.add_argument("--dead", type=float, default=0.16)
     parser.add_argument("--steps", type=int, default=3)
     args = parser.parse_args()
-    print(f"TopK d_in {args.d_in}, d_sae {args.d_sae}, k {args.k}, {args.batch:,} tokens per "
-          f"step, float32, {torch.get_num_threads()} threads")  # fmt: skip
+    print(
+        f"TopK d_in {args.d_in}, d_sae {args.d_sae}, k {args.k}, {args.batch:,} tokens per "
+        f"step, float32, {torch.get_num_threads()} threads"
+    )
     for dead in (0.0, args.dead):
         saelens = seconds_per_step(TopKTrainingSAE, args, dead)
         sparse = seconds_per_step(SparseTopKTrainingSAE, args, dead)
-        print(f"dead {dead:.0%}: SAELens {saelens:.2f} s/step, ours {sparse:.2f} s/step -> "
-              f"{saelens / sparse:.2f}x")  # fmt: skip
+        print(
+            f"dead {dead:.0%}: SAELens {saelens:.2f} s/step, ours {sparse:.2f} s/step -> "
+            f"{saelens / sparse:.2f}x"
+        )
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Benchmark: vector extraction (one partial forward feeds every layer) against two peers.
 
-In one run, on the same passages, batches and dtype: our `vectors.pool_passages`
+In one run, on the same passages, batches and dtype: our `extraction.pool_passages`
 over every layer; a per-layer loop (one forward per layer, each with a single
 hook, as a script written layer by layer would do); and the plain HF forward
 with `output_hidden_states=True`, pooled the same way. Prints passages/s,
@@ -17,7 +17,9 @@ import time
 import numpy as np
 import torch
 
-from saefeatures import corpora, models, vectors
+from saefeatures import models
+from saefeatures.corpora import catalog
+from saefeatures.vectors import extraction
 
 
 def timed(fn):
@@ -35,7 +37,7 @@ def hf_pooled(model: models.LoadedModel, texts: list[str], offset: int, batch_si
             texts[start : start + batch_size], return_tensors="pt", padding=True
         )
         hidden = model.hf_model(**batch, output_hidden_states=True).hidden_states[1:]
-        weights = vectors.pooling_weights(batch["attention_mask"], offset)
+        weights = extraction.pooling_weights(batch["attention_mask"], offset)
         stacked = torch.stack([h.float() for h in hidden], dim=1)
         out.append(torch.einsum("blpd,bp->bld", stacked, weights) / weights.sum(1)[:, None, None])
     return torch.cat(out).numpy()
@@ -51,19 +53,21 @@ def main() -> None:
     args = parser.parse_args()
 
     model = models.load(args.model, dtype=args.dtype)
-    texts = [p.text for p in corpora.builtin_passages("templates")][: args.passages]
+    texts = [p.text for p in catalog.builtin_passages("templates")][: args.passages]
     # Equal lengths within a batch for the HF peer, so its pooling needs no re-ordering.
     texts.sort(key=lambda text: len(model.tokenizer(text)["input_ids"]))
     layers = list(range(model.n_layers))
     n_tokens = sum(len(ids) for ids in model.tokenizer(texts)["input_ids"])
 
     ours, ours_s = timed(
-        lambda: vectors.pool_passages(model, texts, layers, args.offset, args.batch_size)
+        lambda: extraction.pool_passages(model, texts, layers, args.offset, args.batch_size)
     )
     _, loop_s = timed(
-        lambda: [vectors.pool_passages(model, texts, [layer], args.offset, args.batch_size)
-                 for layer in layers]
-    )  # fmt: skip
+        lambda: [
+            extraction.pool_passages(model, texts, [layer], args.offset, args.batch_size)
+            for layer in layers
+        ]
+    )
     theirs, hf_s = timed(lambda: hf_pooled(model, texts, args.offset, args.batch_size))
 
     print(

@@ -15,15 +15,28 @@ import argparse
 
 import numpy as np
 
-from saefeatures import models, patch_analysis, patch_sweeps, reply_scores
-from saefeatures.alignment_math import auroc
+from saefeatures import models
+from saefeatures.alignment.measures import auroc
+from saefeatures.patching import conclusions, reply_scores, sweeps
 
 CANDIDATES = {
-    "warm": ("Congratulations!", "That is wonderful news!", "That's great news!",
-             "I'm so happy for you!", "Well done!", "How exciting!"),
-    "sympathetic": ("I am sorry to hear that.", "That is unfortunate.", "Oh no, I'm so sorry.",
-                    "That must be hard.", "I'm sorry.", "That sounds difficult."),
-}  # fmt: skip
+    "warm": (
+        "Congratulations!",
+        "That is wonderful news!",
+        "That's great news!",
+        "I'm so happy for you!",
+        "Well done!",
+        "How exciting!",
+    ),
+    "sympathetic": (
+        "I am sorry to hear that.",
+        "That is unfortunate.",
+        "Oh no, I'm so sorry.",
+        "That must be hard.",
+        "I'm sorry.",
+        "That sounds difficult.",
+    ),
+}
 NEUTRAL = "Okay."
 
 
@@ -35,31 +48,38 @@ def main() -> None:
     parser.add_argument("--skip", type=int, default=0, help="leave out the first N situations")
     args = parser.parse_args()
     model = models.load(args.model, dtype=args.dtype)
-    pairs = patch_analysis.read_pairs()
+    pairs = conclusions.read_pairs()
     if args.skip:
-        chosen_on = {pair.id for pair in patch_analysis.first_situations(pairs, args.skip)}
+        chosen_on = {pair.id for pair in conclusions.first_situations(pairs, args.skip)}
         pairs = [pair for pair in pairs if pair.id not in chosen_on]
-    pairs = patch_analysis.first_situations(pairs, args.limit)
+    pairs = conclusions.first_situations(pairs, args.limit)
     good = np.array([pair.condition == "good" for pair in pairs])
     candidates = [text for group in CANDIDATES.values() for text in group]
     scores = {text: reply_scores.replies_score(model, (text,), (NEUTRAL,)) for text in candidates}
     scores |= {name: reply_scores.make(model, name) for name in reply_scores.SCORES}
     gaps = {name: [] for name in scores}
     for pair in pairs:
-        ids = [model.encode([reply_scores.prompt_text(model, text)], chat_formatted=True)
-               ["input_ids"][0].tolist() for text in (pair.clean, pair.corrupted)]  # fmt: skip
-        prepared = patch_sweeps.prepare(model, *ids)
+        ids = [
+            model.encode([reply_scores.prompt_text(model, text)], chat_formatted=True)["input_ids"][
+                0
+            ].tolist()
+            for text in (pair.clean, pair.corrupted)
+        ]
+        prepared = sweeps.prepare(model, *ids)
         for name, score in scores.items():
-            clean = patch_sweeps.prompt_score(model, prepared, prepared.clean, score)
-            corrupted = patch_sweeps.prompt_score(model, prepared, prepared.corrupted, score)
+            clean = sweeps.prompt_score(model, prepared, prepared.clean, score)
+            corrupted = sweeps.prompt_score(model, prepared, prepared.corrupted, score)
             gaps[name].append(clean - corrupted)
     print(f"{args.model}: AUROC of the clean - corrupted gap, good vs bad news")
     for name, values in gaps.items():
         values = np.array(values)
-        signs = patch_analysis.sign_summary(["good" if g else "bad" for g in good], values)
-        print(f"  {name:28s} AUROC {auroc(values, good):.3f}  "
-              + "  ".join(f"{c} {s['right']}/{s['n']} mean {s['mean']:+.2f}"
-                          for c, s in signs.items()))  # fmt: skip
+        signs = conclusions.sign_summary(["good" if g else "bad" for g in good], values)
+        print(
+            f"  {name:28s} AUROC {auroc(values, good):.3f}  "
+            + "  ".join(
+                f"{c} {s['right']}/{s['n']} mean {s['mean']:+.2f}" for c, s in signs.items()
+            )
+        )
 
 
 if __name__ == "__main__":

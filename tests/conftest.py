@@ -76,7 +76,7 @@ def run_cli_here(*args: str, env: dict[str, str] | None = None) -> CliResult:
     """The command line's own entry point (`saefeatures.cli.main`) in this process: the
     same parsing, errors and exit codes as `run_cli` without starting an interpreter,
     which costs seconds a call on a busy machine."""
-    from saefeatures import cli
+    from saefeatures.cli import app
 
     saved_env = {key: os.environ.get(key) for key in env or {}}
     saved_argv = sys.argv
@@ -86,7 +86,7 @@ def run_cli_here(*args: str, env: dict[str, str] | None = None) -> CliResult:
     sys.argv = ["saefeatures", *args]
     try:
         with redirect_stdout(stdout), redirect_stderr(stderr):
-            cli.main()
+            app.main()
     except SystemExit as exit_:
         code = exit_.code if isinstance(exit_.code, int) else int(exit_.code is not None)
     finally:
@@ -116,9 +116,11 @@ def assert_user_error(result: CliResult, *fragments: str) -> None:
 
 
 def assert_refused(
-    db: Path, env: dict[str, str], base: tuple[str, ...],
+    db: Path,
+    env: dict[str, str],
+    base: tuple[str, ...],
     cases: list[tuple[tuple[str, ...], tuple[str, ...]]],
-) -> None:  # fmt: skip
+) -> None:
     """Each `base + args` command line (run here) is one user-error line naming its
     fragments, and the store stays as it was."""
     before = digest(db)
@@ -136,14 +138,24 @@ def populated_workspace(tmp_path_factory, tiny_llama_dir, tiny_chat_dir) -> dict
     env = {DB_ENV: str(tmp / "w.duckdb"), OUT_ENV: str(tmp / "out")}
     pairs = write_pairs(tmp / "pairs.jsonl", [GOOD, BAD])
     steps = [
-        ("load", "--path", str(save_sae(tmp / "sae3", "blocks.3.hook_resid_post", 64)),
-         "--model", str(tiny_llama_dir)),
+        (
+            "load",
+            "--path",
+            str(save_sae(tmp / "sae3", "blocks.3.hook_resid_post", 64)),
+            "--model",
+            str(tiny_llama_dir),
+        ),
         ("run", "--model", str(tiny_llama_dir), "--layers", "1,3"),
-        ("load", "--path", str(save_sae(tmp / "sae1", "blocks.1.hook_resid_post", 64)),
-         "--model", str(tiny_chat_dir)),
+        (
+            "load",
+            "--path",
+            str(save_sae(tmp / "sae1", "blocks.1.hook_resid_post", 64)),
+            "--model",
+            str(tiny_chat_dir),
+        ),
         ("patch", "--model", str(tiny_chat_dir), "--pairs", str(pairs), "--dtype", "float32"),
         ("compare",),
-    ]  # fmt: skip
+    ]
     stdout = {}
     for step in steps:
         result = run_cli(*step, env=env)

@@ -10,7 +10,8 @@ import pytest
 
 from saefeatures import compare
 from saefeatures.errors import SaefeaturesError
-from saefeatures.store import Store
+from saefeatures.options import CompareOptions
+from saefeatures.store.database import Store
 from tests.conftest import assert_user_error, run_cli
 
 A, B = "smollm2-135m-instruct", "gemma-3-270m"
@@ -19,20 +20,39 @@ LAYERS = {A: 30, B: 18}
 
 def _steering(run_id: str, model: str, level: str, k: int | None, own: float, other: float):
     return [
-        {"run_id": run_id, "model": model, "layer": 3, "level": level, "emotion": e, "target": t,
-         "k": k, "scale": 0.1, "metric": "delta_logprob", "value": own if e == t else other}
-        for e in ("happy", "sad") for t in ("happy", "sad")
-    ]  # fmt: skip
+        {
+            "run_id": run_id,
+            "model": model,
+            "layer": 3,
+            "level": level,
+            "emotion": e,
+            "target": t,
+            "k": k,
+            "scale": 0.1,
+            "metric": "delta_logprob",
+            "value": own if e == t else other,
+        }
+        for e in ("happy", "sad")
+        for t in ("happy", "sad")
+    ]
 
 
 def _geometry(run_id: str, model: str, peak: float) -> list[dict]:
     n = LAYERS[model]
     return [
-        {"run_id": run_id, "model": model, "corpus": "templates", "layer": layer,
-         "rel_depth": layer / n, "method": "denoised", "component": "PC1", "rating": "valence",
-         "pearson_r": 1 - abs(layer / n - peak)}
+        {
+            "run_id": run_id,
+            "model": model,
+            "corpus": "templates",
+            "layer": layer,
+            "rel_depth": layer / n,
+            "method": "denoised",
+            "component": "PC1",
+            "rating": "valence",
+            "pearson_r": 1 - abs(layer / n - peak),
+        }
         for layer in range(n)
-    ]  # fmt: skip
+    ]
 
 
 @pytest.fixture
@@ -60,7 +80,7 @@ def _by_model(row: dict) -> dict[str, float]:
 
 def test_levels_and_models_from_the_store(db, tmp_path):
     with Store(db) as store:
-        result = compare.compare(store, tmp_path / "out", compare.CompareOptions())
+        result = compare.compare(store, tmp_path / "out", CompareOptions())
     rows = {(r["kind"], r["metric"]): r for r in result["rows"]}
     own = rows[("levels", "steering_self_effect@k=5,scale=0.1")]
     assert (own["model"], own["direction_value"], own["feature_value"]) == (A, 2.0, 1.0)
@@ -70,8 +90,10 @@ def test_levels_and_models_from_the_store(db, tmp_path):
         {A: 9 / 30, B: 9 / 18}
     )
     depths = np.linspace(0, 1, 21)
-    curve = {m: np.interp(depths, np.arange(n) / n, 1 - abs(np.arange(n) / n - p))
-             for (m, n), p in zip(LAYERS.items(), (0.3, 0.5), strict=True)}  # fmt: skip
+    curve = {
+        m: np.interp(depths, np.arange(n) / n, 1 - abs(np.arange(n) / n - p))
+        for (m, n), p in zip(LAYERS.items(), (0.3, 0.5), strict=True)
+    }
     expected = np.corrcoef(curve[A], curve[B])[0, 1]
     profile = rows[("models", "pc1_valence_profile_correlation (templates)")]
     assert profile["direction_value"] == pytest.approx(expected)
@@ -84,12 +106,20 @@ def test_levels_and_models_from_the_store(db, tmp_path):
 
 def test_compare_keeps_the_validation_rows_and_replaces_its_own(db, tmp_path):
     with Store(db) as store, store.run("validate retrieval", {}) as run_id:
-        store.insert("comparisons", {"run_id": [run_id], "kind": ["validation-retrieval"],
-                                     "model": [A], "metric": ["mean_ap"],
-                                     "direction_value": [0.3], "feature_value": [0.2]})  # fmt: skip
+        store.insert(
+            "comparisons",
+            {
+                "run_id": [run_id],
+                "kind": ["validation-retrieval"],
+                "model": [A],
+                "metric": ["mean_ap"],
+                "direction_value": [0.3],
+                "feature_value": [0.2],
+            },
+        )
     for _ in range(2):
         with Store(db) as store:
-            result = compare.compare(store, tmp_path / "out", compare.CompareOptions())
+            result = compare.compare(store, tmp_path / "out", CompareOptions())
     with Store(db, read_only=True) as store:
         kinds = store.query("SELECT kind, count(*) AS n FROM comparisons GROUP BY kind")
     counts = dict(zip(kinds["kind"].to_pylist(), kinds["n"].to_pylist(), strict=True))
@@ -102,7 +132,7 @@ def test_a_model_without_results_and_an_empty_store(tmp_path):
     with Store(empty) as store, store.run("seed", {}):
         pass
     with Store(empty) as store, pytest.raises(SaefeaturesError, match=f"no results for {B}"):
-        compare.compare(store, tmp_path, compare.CompareOptions(models=B))
+        compare.compare(store, tmp_path, CompareOptions(models=(B,)))
     assert_user_error(run_cli("compare", "--db", str(empty)), "no model results")
 
 
@@ -110,19 +140,38 @@ def test_patching_peaks_and_faithfulness_from_the_store(tmp_path):
     with Store(tmp_path / "w.duckdb") as store, store.run("seed", {}) as run_id:
         # Two good-news pairs on A: the score position is each pair's last position.
         resid = [
-            {"run_id": run_id, "model": A, "level": "resid", "pair_id": pair, "condition": "good",
-             "layer": layer, "position": position, "normalized": value}
+            {
+                "run_id": run_id,
+                "model": A,
+                "level": "resid",
+                "pair_id": pair,
+                "condition": "good",
+                "layer": layer,
+                "position": position,
+                "normalized": value,
+            }
             for pair, last, peak in (("p1", 7, 12), ("p2", 9, 18))
-            for position in (last - 1, last) for layer in range(LAYERS[A])
+            for position in (last - 1, last)
+            for layer in range(LAYERS[A])
             for value in [float(layer == (peak if position == last else 0))]
-        ]  # fmt: skip
+        ]
         store.insert("patching_results", pa.Table.from_pylist(resid))
         faithful = [
-            {"run_id": run_id, "model": A, "sae_id": "s", "layer": 10, "pair_id": pair,
-             "condition": "bad", "k": 5, "effect": top, "layer_effect": whole, "gap": gap,
-             "recovered": top / whole}
+            {
+                "run_id": run_id,
+                "model": A,
+                "sae_id": "s",
+                "layer": 10,
+                "pair_id": pair,
+                "condition": "bad",
+                "k": 5,
+                "effect": top,
+                "layer_effect": whole,
+                "gap": gap,
+                "recovered": top / whole,
+            }
             for pair, top, whole, gap in (("p1", -1.0, -2.0, -4.0), ("p2", 3.0, 3.0, -3.0))
-        ]  # fmt: skip
+        ]
         store.insert("patching_faithfulness", pa.Table.from_pylist(faithful))
         assert compare.patching_peaks(store, A) == {"good": pytest.approx(15 / 29)}
         (row,) = [r for r in compare.level_rows(store, A) if r["metric"].startswith("patching")]

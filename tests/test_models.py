@@ -141,12 +141,10 @@ def test_hooks_fire_by_name_and_alias_and_are_removed(tiny_llama_dir):
 
 
 def test_select_layers():
-    assert activations.select_layers("all", 3, "m") == [0, 1, 2]
-    assert activations.select_layers("2, 0,2", 3, "m") == [0, 2]
+    assert activations.select_layers(None, 3, "m") == [0, 1, 2]
+    assert activations.select_layers((2, 0, 2), 3, "m") == [0, 2]
     with pytest.raises(SaefeaturesError, match=r"valid layers are 0\.\.2"):
-        activations.select_layers("3", 3, "m")
-    with pytest.raises(SaefeaturesError, match="comma-separated"):
-        activations.select_layers("x", 3, "m")
+        activations.select_layers((3,), 3, "m")
 
 
 def test_resolve_rejects_unknown_names_and_bare_directories(tmp_path):

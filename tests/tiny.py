@@ -98,14 +98,25 @@ def save_sae(
 
 
 CLEAN, CORRUPTED = "Great news.", "Awful news."
-GOOD = {"id": "s1-good", "situation": "s1", "condition": "good", "clean": CLEAN,
-        "corrupted": "Fresh news."}  # fmt: skip
-BAD = {"id": "s1-bad", "situation": "s1", "condition": "bad", "clean": CORRUPTED,
-       "corrupted": "Fresh news."}  # fmt: skip
+GOOD = {
+    "id": "s1-good",
+    "situation": "s1",
+    "condition": "good",
+    "clean": CLEAN,
+    "corrupted": "Fresh news.",
+}
+BAD = {
+    "id": "s1-bad",
+    "situation": "s1",
+    "condition": "bad",
+    "clean": CORRUPTED,
+    "corrupted": "Fresh news.",
+}
 
 
 def write_pairs(path: Path, lines: list[dict | str]) -> Path:
     """A pairs JSONL file; strings are written as they are (for malformed lines)."""
-    path.write_text("\n".join(line if isinstance(line, str) else json.dumps(line)
-                              for line in lines) + "\n")  # fmt: skip
+    path.write_text(
+        "\n".join(line if isinstance(line, str) else json.dumps(line) for line in lines) + "\n"
+    )
     return path

@@ -15,7 +15,7 @@ import json
 import re
 import resource
 import shutil
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -23,12 +23,13 @@ from typing import Any
 import pyarrow as pa
 
 from saefeatures import activations, models
-from saefeatures.config import DEFAULT_MODEL
+from saefeatures.corpora import training_text
 from saefeatures.errors import SaefeaturesError
+from saefeatures.options import EvaluateOptions, LoadOptions, TrainOptions
 from saefeatures.sae import config as sae_config
-from saefeatures.sae import loading, text
+from saefeatures.sae import loading
 from saefeatures.sae.metrics import HEADLINE
-from saefeatures.store import Store
+from saefeatures.store.database import Store
 
 SPLIT = "heldout"
 
@@ -51,24 +52,6 @@ def sae_dir(out: Path, sae_id: str) -> Path:
 
 
 # -- train ---------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class TrainOptions:
-    model: str = DEFAULT_MODEL
-    layers: str | None = None  # "10", "4,8,10" or "all"; None: the preset's layers
-    layer: int | None = None  # the same as layers=str(layer)
-    config: str | None = None  # a YAML file or a preset name; None: the model's preset
-    hook: str | None = None
-    tokens: int | None = None
-    dtype: str | None = None
-    seed: int | None = None
-    dataset: str | None = None
-    cache_activations: bool = False
-    restart: bool = False
-    device: str = "cpu"
-    overrides: tuple[str, ...] = ()  # KEY=VALUE, like the YAML keys
-    progress: bool = True
 
 
 @dataclass(frozen=True)
@@ -97,20 +80,17 @@ def plan_training(options: TrainOptions) -> Plan:
     cfg, source = sae_config.load(options.config, spec.slug, overrides)
     models.check_options(cfg.dtype, options.device)
     shape = models.shape_of(spec)
-    if options.layer is not None and options.layers is not None:
-        raise SaefeaturesError("pass --layer or --layers, not both")
-    chosen = str(options.layer) if options.layer is not None else options.layers
+    chosen = options.layers if options.layers is not None else cfg.layers
     if chosen is None:
-        if cfg.layers is None:
-            raise SaefeaturesError(
-                "no layer to train: pass --layer N or --layers 4,8,10 (or 'all'), or set "
-                "`layers` in the SAE config"
-            )
-        chosen = cfg.layers if isinstance(cfg.layers, str) else ",".join(map(str, cfg.layers))
-    layers = activations.select_layers(str(chosen), shape["n_layers"], spec.name)
+        raise SaefeaturesError(
+            "no layer to train: pass --layer N or --layers 4,8,10 (or 'all'), or set "
+            "`layers` in the SAE config"
+        )
+    everything = chosen == "all"
+    layers = activations.select_layers(None if everything else chosen, shape["n_layers"], spec.name)
     d_in = shape["d_model"]
     d_sae = cfg.width(d_in)
-    text.check_dataset(cfg.dataset)
+    training_text.check_dataset(cfg.dataset)
     digest = cfg.digest(spec.name, d_in)
     tag = model_tag(spec)
     hooks = {layer: activations.hook_name(layer, cfg.hook) for layer in layers}
@@ -175,6 +155,7 @@ def train(store: Store, out: Path, options: TrainOptions, on_step: Any = None) -
     clean with `restart`); SAEs already trained with the same config are not
     trained again.
     """
+    options = replace(options, device=models.concrete_device(options.device))
     from saefeatures.sae.provider import ActivationSource
     from saefeatures.sae.training import Coordinator, save_final
 
@@ -206,7 +187,9 @@ def train(store: Store, out: Path, options: TrainOptions, on_step: Any = None) -
         data = None
         if to_train or to_register:
             tokenizer = models.load_tokenizer(options.model)
-            data = text.prepare(cfg.dataset, tokenizer, cfg.context_size, cfg.holdout_fraction)
+            data = training_text.prepare(
+                cfg.dataset, tokenizer, cfg.context_size, cfg.holdout_fraction
+            )
         holder = _ModelHolder(options.model, cfg.dtype, options.device)
         trained: dict[str, Any] = {}
         if to_train and data is not None:
@@ -293,7 +276,7 @@ def train(store: Store, out: Path, options: TrainOptions, on_step: Any = None) -
         "hook": cfg.hook,
         "dtype": cfg.dtype,
         "training_tokens": cfg.total_steps * cfg.train_batch_size,
-        "dataset": text.describe(cfg.dataset),
+        "dataset": training_text.describe(cfg.dataset),
         "train_rows": len(data.train) if data is not None else None,
         "heldout_rows": len(data.held_out) if data is not None else None,
         **trained,
@@ -325,7 +308,7 @@ def _evaluate_and_register(
     model: models.LoadedModel,
     plan: Plan,
     layers: list[int],
-    data: text.TokenData,
+    data: training_text.TokenData,
 ) -> dict[str, dict[str, float]]:
     from saefeatures.sae.evaluation import Target, evaluate_saes
 
@@ -401,17 +384,6 @@ def _eval_rows(held_out: Any, eval_tokens: int) -> Any:
 # -- evaluate --------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class EvaluateOptions:
-    sae_id: str
-    dataset: str | None = None  # default: the SAE's training dataset (or the offline default)
-    eval_tokens: int | None = None
-    batch_size: int | None = None
-    dtype: str | None = None
-    device: str = "cpu"
-    progress: bool = True
-
-
 def _sae_row(store: Store, sae_id: str) -> dict[str, Any]:
     table = store.con.sql("SELECT * FROM saes WHERE sae_id = ?", params=[sae_id]).to_arrow_table()
     if table.num_rows == 0:
@@ -423,6 +395,7 @@ def _sae_row(store: Store, sae_id: str) -> dict[str, Any]:
 
 def evaluate(store: Store, out: Path, options: EvaluateOptions) -> dict[str, Any]:
     """Recompute an SAE's held-out metrics and replace them in `sae_metrics`."""
+    options = replace(options, device=models.concrete_device(options.device))
     from saefeatures.sae.evaluation import Target, evaluate_saes
 
     row = _sae_row(store, options.sae_id)
@@ -437,14 +410,14 @@ def evaluate(store: Store, out: Path, options: EvaluateOptions) -> dict[str, Any
     models.check_options(dtype, options.device)
     if eval_tokens <= 0 or batch_size <= 0:
         raise SaefeaturesError("--eval-tokens and --batch-size must be positive")
-    text.check_dataset(dataset)
+    training_text.check_dataset(dataset)
     path = Path(row["path"])
     sae = loading.read_saelens(path, options.device)
     config = {**asdict(options), "model": row["model"], "dataset": dataset}
     with store.run("evaluate", config, atomic=True) as run_id:
         model = models.load(row["model"], dtype=dtype, device=options.device)
         loading.check_fit(model, int(sae.cfg.d_in), row["hook"])
-        data = text.prepare(dataset, model.tokenizer, context_size, holdout)
+        data = training_text.prepare(dataset, model.tokenizer, context_size, holdout)
         rows = _eval_rows(data.held_out, eval_tokens)
         metrics = evaluate_saes(
             model,
@@ -484,19 +457,6 @@ def list_saes(store: Store, model: str | None = None) -> pa.Table:
 # -- load ------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class LoadOptions:
-    model: str = DEFAULT_MODEL
-    path: Path | None = None
-    format: str = "saelens"
-    release: str | None = None
-    hub_sae_id: str | None = None
-    hook: str | None = None  # a full hook name, overriding the SAE's own
-    layer: int | None = None  # with `hook` a site, or for sparsify folders without a layer name
-    dtype: str = "float32"
-    device: str = "cpu"
-
-
 def _hook_for(options: LoadOptions, own_hook: str | None, kind: str, source: str) -> str:
     """The hook to register: --hook NAME, --hook SITE/--layer N, the folder name, or the SAE's."""
     if options.hook and options.hook.startswith("blocks."):
@@ -523,6 +483,7 @@ def _hook_for(options: LoadOptions, own_hook: str | None, kind: str, source: str
 
 def load(store: Store, out: Path, options: LoadOptions) -> dict[str, Any]:
     """Register an SAE from a folder or SAELens' registry for a model, after checking it fits."""
+    options = replace(options, device=models.concrete_device(options.device))
     models.check_options(options.dtype, options.device)
     spec = models.resolve(options.model)
     if (options.path is None) == (options.release is None):

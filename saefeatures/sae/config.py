@@ -194,11 +194,13 @@ def _dataset_within(spec: str, config_file: Path) -> str:
     config someone shares cannot make the job read other files of the machine; a path
     typed on the command line (`--dataset`) is the user's own choice and is not limited.
     """
-    from saefeatures.sae import text
+    from saefeatures.corpora import training_text
 
     named = Path(spec).expanduser()
     resolved = (named if named.is_absolute() else config_file.parent / named).resolve()
-    if spec == text.DEFAULT_DATASET or (not resolved.exists() and text.is_hub_name(spec)):
+    if spec == training_text.DEFAULT_DATASET or (
+        not resolved.exists() and training_text.is_hub_name(spec)
+    ):
         return spec
     roots = (config_file.parent.resolve(), Path.cwd().resolve())
     if not any(resolved.is_relative_to(root) for root in roots):

@@ -15,9 +15,9 @@ from typing import Any
 
 import numpy as np
 import torch
-from rich.progress import Progress
 
 from saefeatures.models import LoadedModel
+from saefeatures.progress import bar as progress_bar
 from saefeatures.sae.metrics import DownstreamStats, ReconstructionStats
 
 
@@ -63,8 +63,7 @@ def evaluate_saes(
     downstream = {t.key: DownstreamStats() for t in targets}
     hook_names = sorted({t.hook_name for t in targets})
     excluded = torch.tensor(special if exclude_special else (), dtype=torch.int64)
-    with Progress(disable=not progress, transient=True) as bar:
-        task = bar.add_task("evaluating SAEs", total=int(rows.size))
+    with progress_bar("evaluating SAEs", int(rows.size), "tokens", shown=progress) as bar:
         for begin in range(0, len(rows), batch_size):
             chunk = torch.from_numpy(rows[begin : begin + batch_size])
             ids = chunk.to(model.device)
@@ -85,5 +84,5 @@ def evaluate_saes(
                 spliced = forward_logits(model, ids, [(target.hook_name, _replace(spliced_act))])
                 ablated = forward_logits(model, ids, [(target.hook_name, _replace(ablated_act))])
                 downstream[target.key].update(ids, clean, spliced, ablated)
-            bar.update(task, advance=int(chunk.numel()))
+            bar.advance(int(chunk.numel()))
     return {t.key: {**recon[t.key].result(), **downstream[t.key].result()} for t in targets}

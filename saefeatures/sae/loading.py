@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from saefeatures import models
 from saefeatures.errors import SaefeaturesError
 from saefeatures.models import LoadedModel
 
@@ -112,7 +113,7 @@ def read_saelens(path: Path, device: str = "cpu") -> Any:
     from sae_lens import SAE
 
     try:
-        return SAE.load_from_disk(str(path), device=device)
+        return SAE.load_from_disk(str(path), device=models.concrete_device(device))
     except SaefeaturesError:
         raise
     except Exception as error:  # SAELens raises many types for one cause: an unusable folder
@@ -175,7 +176,7 @@ def read_sparsify(path: Path, device: str = "cpu") -> Any:
             k=k,
             apply_b_dec_to_input=True,
             normalize_activations="none",
-            device=device,
+            device=models.concrete_device(device),
         )
     )
     sae.load_state_dict(state)
@@ -187,7 +188,7 @@ def read_pretrained(release: str, sae_id: str, device: str = "cpu") -> Any:
     from sae_lens import SAE
     from sae_lens.loading.pretrained_saes_directory import get_pretrained_saes_directory
 
-    from saefeatures.sae.text import _hub_reachable
+    from saefeatures.corpora.training_text import _hub_reachable
 
     directory = get_pretrained_saes_directory()
     if release not in directory and "/" not in release:
@@ -211,7 +212,7 @@ def read_pretrained(release: str, sae_id: str, device: str = "cpu") -> Any:
 
     hub_logging.set_verbosity_error()
     try:
-        return SAE.from_pretrained(release, sae_id, device=device)
+        return SAE.from_pretrained(release, sae_id, device=models.concrete_device(device))
     except Exception as error:  # the hub raises many types for one cause
         raise SaefeaturesError(
             f"could not load {release}/{sae_id} from the hub: {_one_line(error)}"

@@ -44,9 +44,11 @@ def _rows_by_latent(indices: torch.Tensor, values: torch.Tensor, d_sae: int) -> 
     tokens, k = indices.shape
     columns = torch.arange(tokens, device=indices.device).repeat_interleave(k)
     coo = torch.sparse_coo_tensor(
-        torch.stack([indices.flatten(), columns]), values.flatten(), (d_sae, tokens),
+        torch.stack([indices.flatten(), columns]),
+        values.flatten(),
+        (d_sae, tokens),
         check_invariants=False,
-    )  # fmt: skip
+    )
     with _quiet_csr():
         return coo.coalesce().to_sparse_csr()
 
@@ -58,9 +60,12 @@ def _rows_by_token(indices: torch.Tensor, values: torch.Tensor, d_sae: int) -> t
     crow = torch.arange(0, tokens * k + 1, k, device=indices.device)
     with _quiet_csr():
         return torch.sparse_csr_tensor(
-            crow, indices.gather(-1, order).flatten(), values.gather(-1, order).flatten(),
-            (tokens, d_sae), check_invariants=False,
-        )  # fmt: skip
+            crow,
+            indices.gather(-1, order).flatten(),
+            values.gather(-1, order).flatten(),
+            (tokens, d_sae),
+            check_invariants=False,
+        )
 
 
 class _Selected(torch.autograd.Function):

@@ -26,9 +26,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
 from saefeatures import models
+from saefeatures.progress import bar as progress_bar
 from saefeatures.sae.config import SaeConfig
 from saefeatures.sae.provider import ActivationSource, _seed
 
@@ -281,27 +281,17 @@ class Coordinator:
         self._prepare()
         stream = self.source.batches(self.step, cfg.train_batch_size)
         consistent = True
-        bar = Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            TextColumn("{task.completed:,}/{task.total:,} tok"),
-            TextColumn("{task.fields[rate]}"),
-            TextColumn("{task.fields[stats]}"),
-            TimeRemainingColumn(),
-            disable=not progress,
-            transient=False,
-        )
         layers = sorted(self.runs)
-        label = f"SAE L{layers[0]}" if len(layers) == 1 else f"SAEs x{len(layers)}"
+        label = f"training SAE L{layers[0]}" if len(layers) == 1 else f"training {len(layers)} SAEs"
+        shown = progress_bar(
+            label,
+            total * cfg.train_batch_size,
+            "tokens",
+            start=self.step * cfg.train_batch_size,
+            shown=progress,
+        )
         try:
-            with _Interrupt() as interrupt, bar:
-                task = bar.add_task(
-                    label,
-                    total=total * cfg.train_batch_size,
-                    completed=self.step * cfg.train_batch_size,
-                    rate="",
-                    stats="",
-                )
+            with _Interrupt() as interrupt, shown as bar:
                 while self.step < total:
                     batch = next(stream)
                     consistent = False
@@ -319,16 +309,15 @@ class Coordinator:
                             point = _step_metrics(outputs[layer])
                             point["tokens"] = self.step * cfg.train_batch_size
                             run.curve.append(point)
-                        shown = [self.runs[layer].curve[-1] for layer in layers[:3]]
-                        stats = " | ".join(
-                            f"L{layer} mse {p['mse']:.3g} l0 {p['l0']:.1f} "
-                            f"ev {p['explained_variance']:.3f}"
-                            for layer, p in zip(layers, shown, strict=False)
+                        latest = [self.runs[layer].curve[-1] for layer in layers[:3]]
+                        bar.note(
+                            " | ".join(
+                                f"L{layer} mse {p['mse']:.3g} l0 {p['l0']:.1f} "
+                                f"ev {p['explained_variance']:.3f}"
+                                for layer, p in zip(layers, latest, strict=False)
+                            )
                         )
-                        elapsed = max(time.perf_counter() - started, 1e-9)
-                        done = (self.step - resumed_from) * cfg.train_batch_size
-                        bar.update(task, stats=stats, rate=f"{done / elapsed:,.0f} tok/s")
-                    bar.update(task, completed=self.step * cfg.train_batch_size)
+                    bar.advance(cfg.train_batch_size)
                     if on_step is not None:
                         on_step(self.step)
                     if interrupt.requested:

@@ -1,0 +1,1 @@
+"""SAE features against emotion vectors: scores and nulls, corpus scans, tables, the map."""

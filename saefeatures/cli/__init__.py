@@ -1,0 +1,1 @@
+"""The command line: strings parsed into typed options, and all terminal rendering."""

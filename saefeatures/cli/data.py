@@ -1,0 +1,271 @@
+"""Commands on models, corpora, vectors and their geometry."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from saefeatures import options as opts
+from saefeatures.cli import render
+from saefeatures.cli.common import (
+    BatchOption,
+    CorpusOption,
+    DbOption,
+    DeviceOption,
+    DtypeOption,
+    EmotionsOption,
+    LayersOption,
+    ModelOption,
+    OutOption,
+    SeedOption,
+    parse_emotions,
+    parse_layers,
+    workspace,
+)
+from saefeatures.config import DEFAULT_DB, DEFAULT_MODEL, DEFAULT_OUT
+
+models_app = typer.Typer(help="The model registry: list, inspect, convert.")
+corpus_app = typer.Typer(
+    help="Text corpora: list, show, import, generate (model-written stories).",
+    no_args_is_help=True,
+)
+
+
+@models_app.callback(invoke_without_command=True)
+def models_list(ctx: typer.Context) -> None:
+    """List the embedded models: source, layers, widths, heads, vocabulary, cache state."""
+    if ctx.invoked_subcommand is None:
+        from saefeatures import models
+
+        rows = models.registry()
+        render.print_rows(list(rows[0]), (row.values() for row in rows), title="models")
+
+
+@models_app.command("info")
+def models_info(
+    name: Annotated[str, typer.Argument(help="Model name, Hugging Face name or directory.")],
+    dtype: DtypeOption = "auto",
+    device: DeviceOption = "auto",
+) -> None:
+    """Load a model and print its full spec and hook names."""
+    from saefeatures import models
+
+    model = models.load(name, dtype=dtype, device=device)
+    render.print_rows(["fact", "value"], model.describe().items(), title=name)
+    templates = models.hook_templates(model.hook_names())
+    render.print_rows(
+        ["hook"], ([t] for t in templates), title=f"hooks (L = 0..{model.n_layers - 1})"
+    )
+
+
+@models_app.command("convert")
+def models_convert(
+    name: Annotated[str, typer.Argument(help="Embedded model name.")],
+    force: Annotated[bool, typer.Option("--force", help="Convert again over the cache.")] = False,
+) -> None:
+    """De-quantize an embedded GGUF model into the cache (done on first use anyway)."""
+    from saefeatures import models
+
+    print(models.convert(models.resolve(name), force=force))
+
+
+@corpus_app.command("list")
+def corpus_list(db: DbOption = DEFAULT_DB) -> None:
+    """The corpora in the store and the built-in ones."""
+    from saefeatures.corpora import catalog
+
+    with workspace(db).open_store() as store:
+        render.print_arrow(catalog.listing(store), title="corpora")
+
+
+@corpus_app.command("show")
+def corpus_show(
+    name: Annotated[str, typer.Argument(help="Corpus name.")],
+    model: ModelOption = DEFAULT_MODEL,
+    db: DbOption = DEFAULT_DB,
+) -> None:
+    """Passages per emotion, token statistics (with the model's tokenizer) and a sample."""
+    from saefeatures.corpora import catalog
+
+    with workspace(db).open_store() as store:
+        summary = catalog.describe(store, name, model)
+    render.print_rows(["emotion", "passages"], summary["counts"], title=f"corpus {name}")
+    render.print_rows(["statistic", "value"], summary["tokens"].items(), title="tokens per passage")
+    render.print_rows(["emotion", "sample"], summary["sample"], title="sample")
+
+
+@corpus_app.command("import")
+def corpus_import(
+    source: Annotated[str, typer.Argument(help="A JSONL file, or hf:DATASET.")],
+    name: Annotated[str, typer.Option("--name", help="Name of the corpus in the store.")],
+    db: DbOption = DEFAULT_DB,
+) -> None:
+    """Import passages: JSONL lines with `emotion` and `stories` (a list) or `text`."""
+    from saefeatures.corpora import catalog
+
+    with workspace(db).open_store() as store:
+        count = catalog.import_corpus(store, source, name)
+    print(f"imported {count} passages into corpus {name}")
+
+
+Defaults = opts.StoryOptions
+
+
+@corpus_app.command("generate")
+def corpus_generate(
+    model: ModelOption = DEFAULT_MODEL,
+    name: Annotated[
+        str, typer.Option("--name", help="Name of the corpus in the store.")
+    ] = Defaults.name,
+    emotions: EmotionsOption = "default",
+    topics: Annotated[int, typer.Option("--topics", help="How many shipped topics.")] = (
+        Defaults.topics
+    ),
+    per_topic: Annotated[int, typer.Option("--stories-per-topic")] = Defaults.stories_per_topic,
+    min_kept: Annotated[
+        int | None,
+        typer.Option("--min-kept", help="Kept stories each emotion needs (default: all planned)."),
+    ] = None,
+    top_up_rounds: Annotated[
+        int, typer.Option("--top-up-rounds", help="Extra rounds for emotions below --min-kept.")
+    ] = Defaults.top_up_rounds,
+    batch_size: BatchOption = Defaults.batch_size,
+    max_new_tokens: Annotated[int, typer.Option("--max-new-tokens")] = Defaults.max_new_tokens,
+    temperature: Annotated[float, typer.Option("--temperature")] = Defaults.temperature,
+    seed: SeedOption = Defaults.seed,
+    dtype: DtypeOption = "auto",
+    device: DeviceOption = "auto",
+    db: DbOption = DEFAULT_DB,
+) -> None:
+    """Have an instruct model write stories that convey each emotion without naming it."""
+    options = opts.StoryOptions(
+        model=model,
+        name=name,
+        emotions=parse_emotions(emotions),
+        topics=topics,
+        stories_per_topic=per_topic,
+        min_kept=min_kept,
+        top_up_rounds=top_up_rounds,
+        batch_size=batch_size,
+        max_new_tokens=max_new_tokens,
+        temperature=temperature,
+        seed=seed,
+        dtype=dtype,
+        device=device,
+    )
+
+    from saefeatures.corpora import stories
+
+    with workspace(db).open_store() as store:
+        summary = stories.generate(store, options)
+    render.print_rows(["fact", "value"], summary.items(), title="generated stories")
+
+
+def vectors_command(
+    model: ModelOption = DEFAULT_MODEL,
+    corpus: CorpusOption = "templates",
+    emotions: EmotionsOption = "default",
+    layers: LayersOption = "all",
+    offset: Annotated[
+        int | None,
+        typer.Option("--offset", help="Pool tokens from here on (default: the corpus's own)."),
+    ] = None,
+    min_passages: Annotated[
+        int,
+        typer.Option("--min-passages", help="An emotion with fewer passages is left out."),
+    ] = opts.VectorOptions.min_passages,
+    denoise_var: Annotated[
+        float, typer.Option("--denoise-var", help="Neutral variance share projected out.")
+    ] = opts.VectorOptions.denoise_var,
+    batch_size: BatchOption = opts.VectorOptions.batch_size,
+    dtype: DtypeOption = "auto",
+    device: DeviceOption = "auto",
+    db: DbOption = DEFAULT_DB,
+) -> None:
+    """Emotion contrast vectors at every layer, raw and denoised, into the store."""
+    options = opts.VectorOptions(
+        model=model,
+        corpus=corpus,
+        emotions=parse_emotions(emotions),
+        layers=parse_layers(layers),
+        offset=offset,
+        min_passages=min_passages,
+        denoise_var=denoise_var,
+        batch_size=batch_size,
+        dtype=dtype,
+        device=device,
+    )
+
+    from saefeatures.vectors import extraction
+
+    with workspace(db).open_store() as store:
+        summary = extraction.extract(store, options)
+    render.print_rows(["fact", "value"], summary.items(), title="emotion vectors")
+
+
+def geometry_command(
+    model: ModelOption = DEFAULT_MODEL,
+    corpus: CorpusOption = "templates",
+    ratings: Annotated[
+        Path | None, typer.Option("--ratings", help="CSV: emotion, valence, arousal.")
+    ] = None,
+    strict: Annotated[
+        bool, typer.Option("--strict", help="Fail when an emotion has no rating.")
+    ] = False,
+    resamples: Annotated[
+        int, typer.Option("--resamples", help="Bootstrap/permutations.")
+    ] = opts.GeometryOptions.resamples,
+    seed: SeedOption = 0,
+    dtype: DtypeOption = "auto",
+    device: DeviceOption = "auto",
+    db: DbOption = DEFAULT_DB,
+    out: OutOption = DEFAULT_OUT,
+) -> None:
+    """PCA of the vectors against valence/arousal by layer, sanity pairs, logit lens, figures."""
+    options = opts.GeometryOptions(
+        model=model,
+        corpus=corpus,
+        ratings=ratings,
+        strict=strict,
+        resamples=resamples,
+        seed=seed,
+        dtype=dtype,
+        device=device,
+    )
+
+    from saefeatures.vectors import geometry
+
+    with workspace(db, out).open_store() as store:
+        result = geometry.analyze(store, out, options)
+    columns = geometry.TABLE_COLUMNS
+    render.print_rows(
+        columns,
+        ([row[column] for column in columns] for row in result["geometry"]),
+        title="geometry (each PC's sign fixed so that r >= 0)",
+    )
+    best = result["best"]
+    render.print_rows(
+        ["method", "layer", "a", "b", "expected", "cosine"],
+        (
+            [
+                p["method"],
+                p["layer"],
+                p["emotion_a"],
+                p["emotion_b"],
+                p["expected_sign"],
+                p["cosine"],
+            ]
+            for p in result["pairs"]
+            if p["layer"] == best["layer"]
+        ),
+        title=f"sanity pairs at the best layer {best['layer']}",
+    )
+    print(
+        f"best layer {best['layer']} (depth {best['rel_depth']:.2f}): PC1-valence r = "
+        f"{best['pearson_r']:.3f} [95% CI {best['ci_low']:.3f}, {best['ci_high']:.3f}], "
+        f"q = {best['q_value']:.3g}; excluded for lack of ratings: "
+        f"{', '.join(result['excluded']) or 'none'}"
+    )
+    print("figures: " + ", ".join(result["figures"]))

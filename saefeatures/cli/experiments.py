@@ -1,0 +1,263 @@
+"""Commands that relate features to vectors and intervene: align, umap, steer, patch."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from saefeatures import options as opts
+from saefeatures.cli import render
+from saefeatures.cli.common import (
+    BatchOption,
+    CorpusOption,
+    DbOption,
+    DeviceOption,
+    DtypeOption,
+    LevelOption,
+    MethodOption,
+    ModelOption,
+    OutOption,
+    SaeOption,
+    SeedOption,
+    SomeEmotionsOption,
+    parse_emotions,
+    parse_floats,
+    parse_layers,
+    workspace,
+)
+from saefeatures.config import DEFAULT_DB, DEFAULT_MODEL, DEFAULT_OUT
+
+LayerOption = Annotated[int, typer.Option("--layer", help="The layer of the vectors and SAEs.")]
+
+
+def align_command(
+    layer: LayerOption,
+    model: ModelOption = DEFAULT_MODEL,
+    sae_id: SaeOption = None,
+    corpus: CorpusOption = "templates",
+    method: MethodOption = "denoised",
+    emotions: SomeEmotionsOption = None,
+    top: Annotated[
+        int, typer.Option("--top", help="Features kept per emotion and method.")
+    ] = opts.AlignOptions.top_k,
+    k_max: Annotated[
+        int, typer.Option("--k-max", help="OMP steps (R² for k = 1..k-max).")
+    ] = opts.AlignOptions.k_max,
+    null_samples: Annotated[int, typer.Option("--null-samples")] = opts.AlignOptions.null_samples,
+    text_source: Annotated[
+        str | None,
+        typer.Option("--text", help="Sample text for feature statistics; default: the SAE's."),
+    ] = None,
+    sample_rows: Annotated[
+        int, typer.Option("--sample-rows", help="Held-out text rows.")
+    ] = opts.AlignOptions.sample_rows,
+    batch_size: BatchOption = opts.AlignOptions.batch_size,
+    seed: SeedOption = 0,
+    dtype: DtypeOption = "auto",
+    device: DeviceOption = "auto",
+    db: DbOption = DEFAULT_DB,
+) -> None:
+    """Which SAE features carry each emotion vector: decoder cosine, OMP, activation selectivity."""
+    options = opts.AlignOptions(
+        layer=layer,
+        model=model,
+        sae=sae_id,
+        corpus=corpus,
+        method=method,
+        emotions=parse_emotions(emotions),
+        top_k=top,
+        k_max=k_max,
+        null_samples=null_samples,
+        text=text_source,
+        sample_rows=sample_rows,
+        batch_size=batch_size,
+        seed=seed,
+        dtype=dtype,
+        device=device,
+    )
+
+    from saefeatures.alignment import align
+
+    with workspace(db).open_store() as store:
+        summary = align.align(store, options)
+    for result in summary.pop("saes"):
+        _print_alignment(result, k_max)
+    render.print_rows(["fact", "value"], summary.items(), title="alignment")
+
+
+def _print_alignment(result: dict, k_max: int) -> None:
+    rows = result["per_emotion"]
+    render.print_rows(list(rows[0]), (r.values() for r in rows), title=result["sae_id"])
+    nulls = result["nulls"]
+    print(
+        f"best |cos| above the p99 of random unit vectors ({nulls['empirical_null_p99']:.3f}; "
+        f"analytic {nulls['analytic_null']:.3f}): {result['fraction_above_null']:.0%} of "
+        f"emotions; above the p99 of shuffled-label contrasts "
+        f"({nulls['shuffled_null_p99']:.3f}): {result['fraction_above_shuffled_null']:.0%}"
+    )
+    ks = [k for k in (1, 2, 4, 8, 16, 32) if k <= k_max]
+    render.print_rows(
+        ["k", "OMP R² (mean)", "random R² (mean)"],
+        ([k, result["mean_omp_r2"][k - 1], result["mean_random_r2"][k - 1]] for k in ks),
+        title="sparse reconstruction of the vectors",
+    )
+
+
+def umap_command(
+    layer: LayerOption,
+    model: ModelOption = DEFAULT_MODEL,
+    sae_id: SaeOption = None,
+    corpus: CorpusOption = "templates",
+    method: MethodOption = "denoised",
+    top: Annotated[
+        int, typer.Option("--top", help="Aligned features per emotion.")
+    ] = opts.UmapOptions.top_k,
+    background: Annotated[
+        int, typer.Option("--background", help="Random other features for context.")
+    ] = opts.UmapOptions.background,
+    neighbors: Annotated[
+        int, typer.Option("--neighbors", help="UMAP n_neighbors.")
+    ] = opts.UmapOptions.neighbors,
+    min_dist: Annotated[
+        float, typer.Option("--min-dist", help="UMAP min_dist.")
+    ] = opts.UmapOptions.min_dist,
+    seed: SeedOption = 0,
+    output: Annotated[
+        Path | None, typer.Option("-o", "--output", help="File name (.png and .html are written).")
+    ] = None,
+    db: DbOption = DEFAULT_DB,
+    out: OutOption = DEFAULT_OUT,
+) -> None:
+    """UMAP of the SAE's emotion-aligned decoder directions, with the emotion vectors."""
+    options = opts.UmapOptions(
+        layer=layer,
+        model=model,
+        sae=sae_id,
+        corpus=corpus,
+        method=method,
+        top_k=top,
+        background=background,
+        seed=seed,
+        neighbors=neighbors,
+        min_dist=min_dist,
+        output=output,
+    )
+
+    from saefeatures.alignment import feature_map
+
+    with workspace(db, out).open_store() as store:
+        result = feature_map.draw(store, out, options)
+    facts = {
+        "sae_id": result["sae_id"],
+        **result["points"],
+        "umap seconds": round(result["umap_seconds"], 1),
+    }
+    render.print_rows(["fact", "value"], facts.items(), title="UMAP")
+    print("figures: " + ", ".join(result["files"]))
+
+
+def steer_command(
+    model: ModelOption = DEFAULT_MODEL,
+    layer: Annotated[
+        int | None, typer.Option("--layer", help="Default: a third of the depth.")
+    ] = None,
+    level: LevelOption = "both",
+    emotions: Annotated[
+        str, typer.Option("--emotions", help="Steering and target words.")
+    ] = ",".join(opts.STEER_EMOTIONS),
+    scales: Annotated[
+        str, typer.Option("--scales", help="Comma-separated, x the layer's mean residual norm.")
+    ] = ",".join(map(str, opts.SteerOptions.scales)),
+    gen_scale: Annotated[
+        float, typer.Option("--gen-scale", help="Scale of the generations.")
+    ] = opts.SteerOptions.gen_scale,
+    corpus: CorpusOption = "templates",
+    method: MethodOption = "denoised",
+    sae_id: SaeOption = None,
+    gen_tokens: Annotated[
+        int, typer.Option("--gen-tokens", help="Tokens per generation.")
+    ] = opts.SteerOptions.gen_tokens,
+    dtype: DtypeOption = "auto",
+    device: DeviceOption = "auto",
+    db: DbOption = DEFAULT_DB,
+    out: OutOption = DEFAULT_OUT,
+) -> None:
+    """Steer with emotion directions and their aligned SAE features; score words and text."""
+    options = opts.SteerOptions(
+        model=model,
+        layer=layer,
+        level=level,
+        emotions=parse_emotions(emotions),
+        scales=parse_floats("--scales", scales),
+        gen_scale=gen_scale,
+        corpus=corpus,
+        method=method,
+        sae=sae_id,
+        gen_tokens=gen_tokens,
+        dtype=dtype,
+        device=device,
+    )
+
+    from saefeatures import steering
+
+    with workspace(db, out).open_store() as store:
+        result = steering.steer(store, out, options)
+    summary = steering.summarize(result["rows"])
+    render.print_rows(
+        list(summary[0]),
+        (row.values() for row in summary),
+        title=f"steering {result['model']} at layer {result['layer']}",
+    )
+    render.print_rows(
+        ["level", "emotion", "valence (words)", "valence (axis)", "generation"],
+        steering.examples(result["rows"]),
+        title="generations under steering",
+    )
+    print(f"mean residual norm at layer {result['layer']}: {result['norm']:.2f}")
+    print("figures: " + ", ".join(result["figures"]))
+
+
+def patch_command(
+    model: ModelOption = DEFAULT_MODEL,
+    pairs: Annotated[
+        Path | None, typer.Option("--pairs", help="JSONL: id, condition, clean, corrupted.")
+    ] = None,
+    level: Annotated[
+        str, typer.Option("--level", help="resid, heads, features (SAE attribution) or all.")
+    ] = "all",
+    score: Annotated[
+        str, typer.Option("--score", help="Score the sweeps patch: anchors or replies.")
+    ] = "anchors",
+    limit: Annotated[
+        int | None, typer.Option("--limit", help="Only the first N situations.")
+    ] = None,
+    layers: Annotated[
+        str | None,
+        typer.Option("--layers", help="Feature level: e.g. 6,10 (default: every SAE layer)."),
+    ] = None,
+    dtype: DtypeOption = "auto",
+    device: DeviceOption = "auto",
+    db: DbOption = DEFAULT_DB,
+    out: OutOption = DEFAULT_OUT,
+) -> None:
+    """Activation patching of good- vs bad-news prompts: residual stream, heads, SAE features."""
+    options = opts.PatchOptions(
+        model=model,
+        pairs=pairs,
+        level=level,
+        score=score,
+        limit=limit,
+        layers=None if layers is None else parse_layers(layers),
+        dtype=dtype,
+        device=device,
+    )
+
+    from saefeatures.patching import patch
+
+    with workspace(db, out).open_store() as store:
+        result = patch.patch(store, out, options)
+    for title, columns, rows in patch.tables(result["summary"]):
+        render.print_rows(columns, rows, title=f"{result['model']}: {title}")
+    print("figures: " + ", ".join(result["figures"]))

@@ -1,0 +1,65 @@
+"""Printing Arrow tables and key-value facts on the terminal (table, CSV or JSON)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from saefeatures.errors import SaefeaturesError
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+FORMATS = ("table", "csv", "json")
+# Wide when piped, so that tables stay readable in logs and files.
+console = Console(width=None if sys.stdout.isatty() else 160)
+
+
+def check_format(fmt: str) -> None:
+    if fmt not in FORMATS:
+        raise SaefeaturesError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
+
+
+def print_arrow(table: pa.Table, fmt: str = "table", title: str | None = None) -> None:
+    rows = table.to_pylist()
+    if fmt == "csv":
+        writer = csv.writer(sys.stdout, lineterminator="\n")
+        writer.writerow(table.column_names)
+        writer.writerows([row[name] for name in table.column_names] for row in rows)
+    elif fmt == "json":
+        print(json.dumps(rows, default=str, indent=1))
+    else:
+        print_rows(
+            table.column_names, ([row[c] for c in table.column_names] for row in rows), title
+        )
+
+
+def print_rows(columns: list[str], rows: Iterable[Iterable[Any]], title: str | None = None) -> None:
+    view = Table(title=escape(title) if title else None, title_justify="left")
+    for column in columns:
+        view.add_column(escape(column), overflow="fold")
+    for row in rows:
+        view.add_row(*(_cell(value) for value in row))
+    console.print(view)
+
+
+def ends(rows: list[Any], n: int) -> list[Any]:
+    """The first n and the last n rows, each row once: all of them when they are 2n or fewer."""
+    return rows if len(rows) <= 2 * n else rows[:n] + rows[-n:]
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, list) and len(value) > 6:
+        return escape(f"[{len(value)} values]")
+    return escape(str(value))  # data, not rich markup: "[[token]]" must print as it is

@@ -1,0 +1,178 @@
+"""Commands on sparse autoencoders: train, evaluate, list, load."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from saefeatures import options as opts
+from saefeatures.cli import render
+from saefeatures.cli.common import (
+    DbOption,
+    DeviceOption,
+    DtypeOption,
+    ModelOption,
+    OutOption,
+    parse_layers,
+    workspace,
+)
+from saefeatures.config import DEFAULT_DB, DEFAULT_MODEL, DEFAULT_OUT
+from saefeatures.errors import SaefeaturesError
+
+SaeIdArgument = Annotated[str, typer.Argument(help="An SAE id, as listed by `saefeatures saes`.")]
+FormatOption = Annotated[str, typer.Option("--format", help="table, csv or json.")]
+
+
+def train_command(
+    layer: Annotated[int | None, typer.Option("--layer", help="One layer.")] = None,
+    layers: Annotated[
+        str | None, typer.Option("--layers", help="'all' or e.g. 4,8,10 (one forward per batch).")
+    ] = None,
+    model: ModelOption = DEFAULT_MODEL,
+    config: Annotated[
+        str | None, typer.Option("--config", help="YAML file or preset; default: the model's.")
+    ] = None,
+    hook: Annotated[
+        str | None, typer.Option("--hook", help="resid_post, mlp_out or attn_out.")
+    ] = None,
+    tokens: Annotated[int | None, typer.Option("--tokens", help="Training tokens.")] = None,
+    dtype: Annotated[
+        str | None, typer.Option("--dtype", help="Harvest dtype: float32 or bfloat16.")
+    ] = None,
+    seed: Annotated[int | None, typer.Option("--seed")] = None,
+    dataset: Annotated[
+        str | None,
+        typer.Option("--dataset", help="Hugging Face dataset, or local .txt/.jsonl/.parquet."),
+    ] = None,
+    cache_activations: Annotated[
+        bool, typer.Option("--cache-activations", help="Keep activations on disk for reruns.")
+    ] = False,
+    restart: Annotated[
+        bool, typer.Option("--restart", help="Start clean instead of resuming.")
+    ] = False,
+    overrides: Annotated[
+        list[str] | None, typer.Option("--set", help="KEY=VALUE config override (repeatable).")
+    ] = None,
+    device: DeviceOption = "auto",
+    db: DbOption = DEFAULT_DB,
+    out: OutOption = DEFAULT_OUT,
+) -> None:
+    """Train one SAE per layer with SAELens' trainer, evaluate it on held-out text, register it."""
+    options = opts.TrainOptions(
+        model=model,
+        layers=_train_layers(layer, layers),
+        config=config,
+        hook=hook,
+        tokens=tokens,
+        dtype=dtype,
+        seed=seed,
+        dataset=dataset,
+        cache_activations=cache_activations,
+        restart=restart,
+        device=device,
+        overrides=tuple(overrides or ()),
+    )
+
+    from saefeatures.sae import api
+
+    with workspace(db, out).open_store() as store:
+        summary = api.train(store, out, options)
+    saes = summary.pop("saes")
+    render.print_rows(["fact", "value"], summary.items(), title="SAE training")
+    render.print_rows(list(saes[0]), (row.values() for row in saes), title="SAEs")
+
+
+def _train_layers(layer: int | None, layers: str | None) -> opts.Layers | str | None:
+    """--layer N or --layers (a list or 'all'); neither: the config's layers."""
+    if layer is not None and layers is not None:
+        raise SaefeaturesError("pass --layer or --layers, not both")
+    if layer is not None:
+        return (layer,)
+    if layers is None or layers.strip() == "all":
+        return layers and "all"
+    return parse_layers(layers)
+
+
+def evaluate_command(
+    sae_id: SaeIdArgument,
+    dataset: Annotated[
+        str | None, typer.Option("--dataset", help="Held-out text source; default: training's.")
+    ] = None,
+    eval_tokens: Annotated[int | None, typer.Option("--eval-tokens")] = None,
+    batch_size: Annotated[int | None, typer.Option("--batch-size")] = None,
+    dtype: Annotated[str | None, typer.Option("--dtype", help="float32 or bfloat16.")] = None,
+    device: DeviceOption = "auto",
+    db: DbOption = DEFAULT_DB,
+    out: OutOption = DEFAULT_OUT,
+) -> None:
+    """Recompute an SAE's held-out metrics (L0, explained variance, CE loss recovered, ...)."""
+    options = opts.EvaluateOptions(
+        sae_id=sae_id,
+        dataset=dataset,
+        eval_tokens=eval_tokens,
+        batch_size=batch_size,
+        dtype=dtype,
+        device=device,
+    )
+
+    from saefeatures.sae import api
+
+    with workspace(db, out).open_store() as store:
+        summary = api.evaluate(store, out, options)
+    render.print_rows(["metric", "value"], summary.items(), title=f"SAE {sae_id}")
+
+
+def saes_command(
+    model: Annotated[str | None, typer.Option("--model", help="Only this model's SAEs.")] = None,
+    fmt: FormatOption = "table",
+    db: DbOption = DEFAULT_DB,
+) -> None:
+    """List the registered SAEs with their headline metrics."""
+    from saefeatures.sae import api
+
+    render.check_format(fmt)
+    with workspace(db).open_store(read_only=True) as store:
+        render.print_arrow(api.list_saes(store, model), fmt, title="SAEs")
+
+
+def load_command(
+    path: Annotated[Path | None, typer.Option("--path", help="An SAE folder.")] = None,
+    sae_format: Annotated[
+        str, typer.Option("--format", help="Folder layout: saelens or sparsify.")
+    ] = "saelens",
+    release: Annotated[
+        str | None, typer.Option("--release", help="SAELens pretrained release.")
+    ] = None,
+    hub_sae_id: Annotated[
+        str | None, typer.Option("--sae-id", help="SAE id within the release.")
+    ] = None,
+    model: ModelOption = DEFAULT_MODEL,
+    hook: Annotated[
+        str | None, typer.Option("--hook", help="Hook name or site, overriding the SAE's.")
+    ] = None,
+    layer: Annotated[int | None, typer.Option("--layer", help="Layer, with --hook SITE.")] = None,
+    dtype: DtypeOption = "auto",
+    device: DeviceOption = "auto",
+    db: DbOption = DEFAULT_DB,
+    out: OutOption = DEFAULT_OUT,
+) -> None:
+    """Register an SAE from a folder or SAELens' registry, after checking it fits the model."""
+    options = opts.LoadOptions(
+        model=model,
+        path=path,
+        format=sae_format,
+        release=release,
+        hub_sae_id=hub_sae_id,
+        hook=hook,
+        layer=layer,
+        dtype=dtype,
+        device=device,
+    )
+
+    from saefeatures.sae import api
+
+    with workspace(db, out).open_store() as store:
+        summary = api.load(store, out, options)
+    render.print_rows(["fact", "value"], summary.items(), title="SAE loaded")

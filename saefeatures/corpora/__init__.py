@@ -1,0 +1,1 @@
+"""Text the suite reads: emotion words, ratings, passages, prompt files, training text."""

@@ -1,0 +1,1 @@
+"""Activation patching of good- and bad-news prompts: sweeps, attribution, conclusions."""

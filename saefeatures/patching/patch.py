@@ -1,0 +1,406 @@
+"""The patching stage (`saefeatures patch`): where in the network does good vs bad news act?
+
+For each prompt pair the clean prompt (good or bad news) and its neutral corrupted
+prompt are scored with both reply scores (`reply_scores`), then clean activations are
+patched into the corrupted run (`patch_sweeps`): the residual stream before every layer
+at every position after the shared prefix (only the last position where the two prompts
+tokenize to different lengths: the fallback, counted in the summary), and every
+attention head's output at all those positions at once. Everything is computed first
+and written in one transaction (`pair_scores`, `patching_results`), replacing the
+model's earlier rows; the conclusions are defined in `patch_analysis`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from saefeatures import activations, models, progress
+from saefeatures.errors import SaefeaturesError
+from saefeatures.options import PatchOptions
+from saefeatures.patching import attribution, conclusions, figures, reply_scores, sweeps
+from saefeatures.patching.conclusions import CONDITIONS, Pair
+from saefeatures.sae import loading
+from saefeatures.store.database import Store
+from saefeatures.store.read import saes_at
+
+
+def patch(store: Store, out: Path, options: PatchOptions) -> dict[str, Any]:
+    """Score every pair, sweep the patches, store and draw the results, and summarise."""
+    models.check_options(options.dtype, options.device)
+    pairs = conclusions.first_situations(conclusions.read_pairs(options.pairs), options.limit)
+    spec = models.resolve(options.model)
+    sae_rows = _feature_saes(store, spec.name, options)
+    config = {
+        **asdict(options),
+        "model": spec.name,
+        "pairs": str(options.pairs or "shipped"),
+        "saes": [row["sae_id"] for row in sae_rows],
+    }
+    with store.run("patch", config, atomic=True) as run_id:
+        model = models.load(spec.name, dtype=options.dtype, device=options.device)
+        scores = {name: reply_scores.make(model, name) for name in reply_scores.SCORES}
+        saes = [(row, loading.read_saelens(Path(row["path"]), options.device)) for row in sae_rows]
+        results = [
+            _patch_pair(model, pair, scores, options, saes)
+            for pair in progress.track(pairs, "patching pairs")
+        ]
+        tagged = {
+            key: [
+                {"run_id": run_id, "model": spec.name, **row}
+                for result in results
+                for row in result[key]
+            ]
+            for key in ("scores", "sweeps", "features", "faithfulness")
+        }
+        store.replace_all(_replacements(spec.name, options, sae_rows, tagged))
+    score_rows, sweep_rows = tagged["scores"], tagged["sweeps"]
+    summary = summarize(score_rows, sweep_rows, model.n_layers, options.score)
+    summary["features"] = attribution.summarize(tagged["features"], tagged["faithfulness"])
+    folder = out / "patching" / spec.slug
+    drawn = figures.draw(
+        folder, spec.name, score_rows, sweep_rows, summary, model.n_layers, model.n_heads
+    )
+    return {
+        "run_id": run_id,
+        "model": spec.name,
+        "n_layers": model.n_layers,
+        "pairs": len(pairs),
+        "summary": summary,
+        "figures": [str(path) for path in drawn],
+    }
+
+
+def _feature_saes(store: Store, model: str, options: PatchOptions) -> list[dict[str, Any]]:
+    """The SAE of each layer patched at the feature level (one per layer, on resid_post)."""
+    if options.level not in ("features", "all"):
+        return []
+    if options.layers is not None:
+        n_layers = models.shape_of(models.resolve(model))["n_layers"]
+        chosen = activations.select_layers(options.layers, n_layers, model)
+        return [saes_at(store, model, layer, None)[0] for layer in chosen]
+    rows = store.query(
+        "SELECT * FROM saes WHERE model = ? AND hook LIKE '%.hook_resid_post' "
+        "ORDER BY layer, sae_id",
+        [model],
+    ).to_pylist()
+    if not rows and options.level == "features":
+        raise SaefeaturesError(
+            f"no SAE for {model} on the residual stream; train one with `saefeatures train "
+            f"--model {model} --layer L` or register one with `saefeatures load`"
+        )
+    return list({row["layer"]: row for row in reversed(rows)}.values())[::-1]
+
+
+def _replacements(
+    model: str,
+    options: PatchOptions,
+    sae_rows: list[dict[str, Any]],
+    tagged: dict[str, list[dict[str, Any]]],
+) -> list[tuple[str, dict[str, Any], pa.Table]]:
+    """What this run replaces: the model's pair scores, and each level it swept (a level
+    not swept keeps its earlier rows)."""
+    swept = {"all": ("resid", "heads"), "features": ()}.get(options.level, (options.level,))
+    changes = [("pair_scores", {"model": model}, pa.Table.from_pylist(tagged["scores"]))]
+    for level in swept:
+        mine = [row for row in tagged["sweeps"] if row["level"] == level]
+        changes.append(("patching_results", {"model": model, "level": level}, _sweep_table(mine)))
+    for row in sae_rows:
+        for table, key in (
+            ("feature_patching", "features"),
+            ("patching_faithfulness", "faithfulness"),
+        ):
+            mine = [r for r in tagged[key] if r["sae_id"] == row["sae_id"]]
+            changes.append(
+                (table, {"model": model, "sae_id": row["sae_id"]}, pa.Table.from_pylist(mine))
+            )
+    return changes
+
+
+def _sweep_table(rows: list[dict[str, Any]]) -> pa.Table:
+    schema = pa.schema(
+        [
+            ("run_id", pa.string()),
+            ("model", pa.string()),
+            ("level", pa.string()),
+            ("pair_id", pa.string()),
+            ("condition", pa.string()),
+            ("layer", pa.int32()),
+            ("position", pa.int32()),
+            ("head", pa.int32()),
+            ("effect", pa.float64()),
+            ("normalized", pa.float64()),
+            ("extra", pa.string()),
+        ]
+    )
+    return pa.Table.from_pylist(rows, schema=schema)
+
+
+def _patch_pair(
+    model: models.LoadedModel,
+    pair: Pair,
+    scores: dict[str, reply_scores.Score],
+    options: PatchOptions,
+    saes: list[tuple[dict[str, Any], Any]],
+) -> dict[str, list[dict[str, Any]]]:
+    clean_ids, corrupted_ids = (
+        model.encode([reply_scores.prompt_text(model, text)], chat_formatted=True)["input_ids"][0]
+        for text in (pair.clean, pair.corrupted)
+    )
+    prepared = sweeps.prepare(model, clean_ids.tolist(), corrupted_ids.tolist())
+    swept = scores[options.score]
+    clean = sweeps.clean_run(model, prepared, swept, heads=options.level in ("heads", "all"))
+    values = {
+        name: (
+            clean.score
+            if name == options.score
+            else sweeps.prompt_score(model, prepared, prepared.clean, score),
+            sweeps.prompt_score(model, prepared, prepared.corrupted, score),
+        )
+        for name, score in scores.items()
+    }
+    described = {"pair_id": pair.id, "condition": pair.condition}
+    score_rows = [
+        {
+            **described,
+            "situation": pair.situation,
+            "topic": pair.topic,
+            "score_name": name,
+            "score_definition": scores[name].definition,
+            "clean_score": c,
+            "corrupted_score": x,
+            "aligned": prepared.aligned,
+            "prefix_length": prepared.prefix_length,
+            "clean_tokens": len(clean_ids),
+            "corrupted_tokens": len(corrupted_ids),
+        }
+        for name, (c, x) in values.items()
+    ]
+    clean_value, corrupted_value = values[options.score]
+    gap = clean_value - corrupted_value
+    extra = json.dumps({"score": options.score, "aligned": prepared.aligned})
+
+    def rows(level: str, patched: np.ndarray, index: list[tuple[int, int | None, int | None]]):
+        effects = patched - corrupted_value
+        normalized = effects / gap if gap != 0 else np.full_like(effects, np.nan)
+        return [
+            {
+                **described,
+                "level": level,
+                "layer": layer,
+                "position": position,
+                "head": head,
+                "effect": float(e),
+                "normalized": float(n),
+                "extra": extra,
+            }
+            for (layer, position, head), e, n in zip(index, effects, normalized, strict=True)
+        ]
+
+    sweep_rows = []
+    if options.level in ("resid", "all"):
+        grid = sweeps.resid_sweep(model, prepared, swept, clean).float().cpu().numpy()
+        positions = [
+            prepared.prefix_length + target for target, _ in sweeps.patch_positions(prepared)
+        ]
+        index = [
+            (layer, position, None) for layer in range(model.n_layers) for position in positions
+        ]
+        sweep_rows += rows("resid", grid.ravel(), index)
+    if options.level in ("heads", "all"):
+        grid = sweeps.head_sweep(model, prepared, swept, clean).float().cpu().numpy()
+        index = [
+            (layer, None, head) for layer in range(model.n_layers) for head in range(model.n_heads)
+        ]
+        sweep_rows += rows("heads", grid.ravel(), index)
+    features, faithfulness = [], []
+    for row, sae in saes:
+        result = attribution.attribute(
+            model, prepared, swept, sae, row["hook"], corrupted_value, gap
+        )
+        at = {**described, "sae_id": row["sae_id"], "layer": row["layer"]}
+        pair_features, pair_faithfulness = attribution.rows(result, at, gap)
+        features += pair_features
+        faithfulness += pair_faithfulness
+    return {
+        "scores": score_rows,
+        "sweeps": sweep_rows,
+        "features": features,
+        "faithfulness": faithfulness,
+    }
+
+
+# -- the conclusions ---------------------------------------------------------------------
+
+
+def summarize(
+    score_rows: list[dict[str, Any]],
+    sweep_rows: list[dict[str, Any]],
+    n_layers: int,
+    swept: str,
+) -> dict[str, Any]:
+    """Separation per score, peaks, flips and correlations (see `patch_analysis`)."""
+    separation = {}
+    for name in reply_scores.SCORES:
+        chosen = [row for row in score_rows if row["score_name"] == name]
+        conditions = [row["condition"] for row in chosen]
+        # The score of the clean prompt itself, and its gap to the shared neutral prompt.
+        clean = np.array([row["clean_score"] for row in chosen])
+        gap = clean - np.array([row["corrupted_score"] for row in chosen])
+        separation[name] = {
+            "clean": conclusions.sign_summary(conditions, clean),
+            "gap": conclusions.sign_summary(conditions, gap),
+        }
+    summary: dict[str, Any] = {"separation": separation, "swept": swept}
+    profile, raw = _last_position_profile(sweep_rows, n_layers)
+    if not profile:
+        return summary
+    pair_ids = list(profile)
+    by_layer = np.array([profile[pair_id] for pair_id in pair_ids])
+    swept_rows = {row["pair_id"]: row for row in score_rows if row["score_name"] == swept}
+    # A pair whose clean and corrupted scores are equal has no normalized effect (0 / 0):
+    # it has no peak and stays out of the correlation, but still takes the flip test.
+    defined = ~np.isnan(by_layer).all(axis=1)
+    layer, depth, effect = conclusions.peaks(np.nan_to_num(by_layer[defined], nan=-np.inf))
+    kept = [pair_id for pair_id, keep in zip(pair_ids, defined, strict=True) if keep]
+    condition = np.array([swept_rows[pair_id]["condition"] for pair_id in kept])
+    gap = np.array([swept_rows[p]["clean_score"] - swept_rows[p]["corrupted_score"] for p in kept])
+    summary["peaks"] = {
+        c: {
+            "n": int((condition == c).sum()),
+            "layers": layer[condition == c].tolist(),
+            "depths": depth[condition == c].tolist(),
+            "effects": effect[condition == c].tolist(),
+            "gaps": gap[condition == c].tolist(),
+            "correlation": conclusions.correlation(effect[condition == c], gap[condition == c]),
+        }
+        for c in CONDITIONS
+        if (condition == c).any()
+    }
+    summary["flips"] = _flips(swept_rows, pair_ids, by_layer, raw)
+    return summary
+
+
+def _last_position_profile(
+    sweep_rows: list[dict[str, Any]], n_layers: int
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Per pair, by layer: the normalized and the raw resid effect at the score position."""
+    resid = [row for row in sweep_rows if row["level"] == "resid"]
+    last: dict[str, int] = {}
+    for row in resid:
+        last[row["pair_id"]] = max(last.get(row["pair_id"], -1), row["position"])
+    normalized = {pair_id: np.full(n_layers, np.nan) for pair_id in last}
+    raw = {pair_id: np.full(n_layers, np.nan) for pair_id in last}
+    for row in resid:
+        if row["position"] == last[row["pair_id"]]:
+            normalized[row["pair_id"]][row["layer"]] = row["normalized"]
+            raw[row["pair_id"]][row["layer"]] = row["effect"]
+    return normalized, raw
+
+
+def _flips(
+    swept_rows: dict[str, dict[str, Any]],
+    pair_ids: list[str],
+    by_layer: np.ndarray,
+    raw: dict[str, np.ndarray],
+) -> dict[str, Any] | None:
+    """The flip test at the model's flip layer, over situations that have both conditions."""
+    situations: dict[str, dict[str, str]] = {}
+    for pair_id in pair_ids:
+        row = swept_rows[pair_id]
+        situations.setdefault(row["situation"] or pair_id, {})[row["condition"]] = pair_id
+    both = {name: ids for name, ids in situations.items() if set(ids) == set(CONDITIONS)}
+    if not both:
+        return None
+    layer = conclusions.flip_layer(np.nan_to_num(by_layer))
+    good = np.array([raw[ids["good"]][layer] for ids in both.values()])
+    bad = np.array([raw[ids["bad"]][layer] for ids in both.values()])
+    flipped = conclusions.flips(good, bad)
+    return {
+        "layer": layer,
+        "n": len(both),
+        "flipped": int(flipped.sum()),
+        "situations": dict(zip(both, flipped.tolist(), strict=True)),
+    }
+
+
+def tables(summary: dict[str, Any]) -> list[tuple[str, list[str], list[list[Any]]]]:
+    """The summary as printable tables: (title, columns, rows)."""
+    separation = [
+        [name, what, condition, f"{s['right']}/{s['n']}", s["mean"]]
+        for name, kinds in summary["separation"].items()
+        for what, by_condition in kinds.items()
+        for condition, s in by_condition.items()
+    ]
+    out = [
+        (
+            "score separation (right sign: good > 0, bad < 0)",
+            ["score", "of", "condition", "right sign", "mean"],
+            separation,
+        )
+    ]
+    peaks = summary.get("peaks")
+    if peaks:
+        out.append(
+            (
+                "peak layer of the residual patch at the score position "
+                f"({summary['swept']} score)",
+                [
+                    "condition",
+                    "prompts",
+                    "median layer",
+                    "median depth",
+                    "depth IQR",
+                    "max effect vs gap r",
+                    "95% CI",
+                ],
+                [_peak_row(condition, peak) for condition, peak in peaks.items()],
+            )
+        )
+    flips = summary.get("flips")
+    if flips:
+        rate = flips["flipped"] / flips["n"]
+        columns = ["layer", "situations", "flipped", "rate"]
+        rows = [[flips["layer"], flips["n"], flips["flipped"], rate]]
+        out.append(("flip test (shared corrupted prompt)", columns, rows))
+    for level in summary.get("features", []):
+        where = f"layer {level['layer']} features ({level['sae_id']})"
+        check = level["attribution_vs_exact"]
+        columns = [
+            "condition",
+            "pairs",
+            *[f"recovered k={k}" for k in attribution.TOP_KS],
+            "attribution vs exact r",
+            "error node effect",
+            "top features (mean norm. attr.)",
+        ]
+        row = [
+            level["condition"],
+            level["pairs"],
+            *level["recovered"].values(),
+            check["r"] if check else "n/a",
+            level["error_effect"] if level["error_effect"] is not None else "n/a",
+            ", ".join(f"{f} ({v:+.2f})" for f, v in level["top_features"]),
+        ]
+        out.append((where, columns, [row]))
+    return out
+
+
+def _peak_row(condition: str, peak: dict[str, Any]) -> list[Any]:
+    """One condition's line of the peak-layer table."""
+    q1, q3 = np.quantile(peak["depths"], [0.25, 0.75])
+    fit = peak["correlation"]
+    return [
+        condition,
+        peak["n"],
+        float(np.median(peak["layers"])),
+        float(np.median(peak["depths"])),
+        f"{q1:.2f}-{q3:.2f}",
+        fit["r"] if fit else "n/a",
+        f"[{fit['ci_low']:.2f}, {fit['ci_high']:.2f}]" if fit else "n/a",
+    ]

@@ -1,0 +1,1 @@
+"""The main job (`saefeatures run`): its stages, their content keys and skipping."""

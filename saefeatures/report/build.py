@@ -1,0 +1,244 @@
+"""`saefeatures report`: one self-contained HTML page built from the store alone.
+
+Every section reads tables, never files or models, so a report can be rebuilt from a
+store merged from many machines. Every table shown carries the run ids its numbers come
+from, and the last section lists those runs with their configuration: the provenance
+of every number. A section without results says which command makes them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from saefeatures import __version__, compare
+from saefeatures.errors import SaefeaturesError
+from saefeatures.report import choices, interventions, readouts, representations
+from saefeatures.report.page import Section, document, fetch
+from saefeatures.store.database import Store
+
+
+def write(store: Store, path: Path) -> dict[str, Any]:
+    """Build the report and write it atomically (a partial file never replaces a report)."""
+    if path.exists() and path.is_dir():
+        raise SaefeaturesError(f"{path} is a folder; give a file name such as report.html")
+    if not store.query("SELECT 1 FROM runs WHERE status = 'ok' LIMIT 1").num_rows:
+        raise SaefeaturesError("the store has no finished runs yet; run `saefeatures run` first")
+    sections = [build(store) for build in SECTIONS]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(document("saefeatures report", _intro(store), sections), encoding="utf-8")
+    partial.replace(path)
+    figures = sum(block.startswith('<div class="figure">') for s in sections for block in s.blocks)
+    return {"path": str(path), "sections": [s.title for s in sections], "figures": figures}
+
+
+def _intro(store: Store) -> str:
+    version = store.schema_version
+    now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    return (
+        f"<p>Built {now} by saefeatures {__version__} from a store at schema version "
+        f"{version}. Every number below comes from the store; the <code>run_id</code> "
+        "columns point to the provenance table at the end.</p>"
+    )
+
+
+RESULT_TABLES = (
+    "geometry",
+    "vector_pairs",
+    "saes",
+    "alignment_summary",
+    "steering_results",
+    "pair_scores",
+    "patching_results",
+)
+HEADLINE_COLUMNS = [
+    "model",
+    "layers",
+    "best PC1-valence r",
+    "sanity pairs right sign",
+    "SAEs",
+    "best SAE explained variance",
+    "emotions above shuffled null",
+    "steering self effect",
+    "anchor sign good",
+    "anchor sign bad",
+    "patching peak depth good/bad",
+    "run_id",
+]
+
+
+def headline(store: Store) -> Section:
+    section = Section("headline", "Headline")
+    union = " UNION ".join(f"SELECT model, run_id FROM {table}" for table in RESULT_TABLES)
+    found = fetch(
+        store,
+        f"SELECT model, string_agg(DISTINCT run_id, ', ' ORDER BY run_id) AS "
+        f"runs FROM ({union}) GROUP BY model ORDER BY model",
+    )
+    if not found:
+        section.empty("No results yet: `saefeatures run`.")
+        return section
+    section.table(HEADLINE_COLUMNS, [_headline_row(store, f["model"], f["runs"]) for f in found])
+    section.text(
+        "Best PC1-valence r: denoised vectors, any corpus and layer; the sanity pairs are "
+        "counted at that layer. Steering self effect: the direction's mean change in log P "
+        "of its own emotion word at the smallest scale. Anchor sign: prompts whose clean "
+        "anchor score has the condition's sign. Peak depth: mean relative depth of each "
+        "prompt's strongest residual patching layer at the score position."
+    )
+    return section
+
+
+def _headline_row(store: Store, model: str, runs: str) -> list[Any]:
+    best = fetch(
+        store,
+        "SELECT corpus, layer, pearson_r FROM geometry WHERE model = ? AND "
+        "method = 'denoised' AND component = 'PC1' ORDER BY pearson_r DESC LIMIT 1",
+        [model],
+    )
+    sanity = None
+    if best:
+        pairs = fetch(
+            store,
+            "SELECT count(*) FILTER (WHERE sign(cosine) = expected_sign) AS ok, "
+            "count(*) AS n FROM vector_pairs WHERE model = ? AND corpus = ? AND "
+            "layer = ? AND method = 'denoised'",
+            [model, best[0]["corpus"], best[0]["layer"]],
+        )[0]
+        sanity = f"{pairs['ok']}/{pairs['n']}" if pairs["n"] else None
+    saes = fetch(
+        store,
+        "SELECT count(DISTINCT s.sae_id) AS n, max(m.value) AS ev FROM saes s "
+        "LEFT JOIN sae_metrics m ON m.sae_id = s.sae_id AND m.metric = "
+        "'explained_variance' WHERE s.model = ?",
+        [model],
+    )[0]
+    above = fetch(
+        store,
+        "SELECT avg(value) AS share FROM alignment_summary WHERE model = ? "
+        "AND metric = 'exceeds_shuffled_null'",
+        [model],
+    )[0]["share"]
+    signs = {
+        r["condition"]: f"{r['ok']}/{r['n']}"
+        for r in fetch(
+            store,
+            "SELECT condition, count(*) AS n, count(*) FILTER (WHERE CASE condition WHEN "
+            "'good' THEN clean_score > 0 ELSE clean_score < 0 END) AS ok FROM pair_scores "
+            "WHERE model = ? AND score_name = 'anchors' GROUP BY condition",
+            [model],
+        )
+    }
+    peaks = compare.patching_peaks(store, model)
+    return [
+        model,
+        compare.n_layers(store, model),
+        f"{best[0]['pearson_r']:.2f} (layer {best[0]['layer']}, {best[0]['corpus']})"
+        if best
+        else None,
+        sanity,
+        saes["n"],
+        saes["ev"],
+        None if above is None else f"{above:.0%}",
+        compare.steering_self_effect(store, model),
+        signs.get("good"),
+        signs.get("bad"),
+        "/".join(f"{peaks[c]:.2f}" if c in peaks else "-" for c in ("good", "bad"))
+        if peaks
+        else None,
+        runs,
+    ]
+
+
+def comparisons(store: Store) -> Section:
+    section = Section("comparisons", "Direction vs features, model vs model")
+    columns = [
+        "kind",
+        "model",
+        "other_model",
+        "layer",
+        "metric",
+        "direction_value",
+        "feature_value",
+        "extra",
+        "run_id",
+    ]
+    rows = fetch(
+        store, f"SELECT {', '.join(columns)} FROM comparisons ORDER BY kind, model, layer, metric"
+    )
+    if not rows:
+        section.empty("No comparisons yet: `saefeatures compare`.")
+    else:
+        section.table(columns, rows)
+    return section
+
+
+def coverage(store: Store) -> Section:
+    """What the last main job could not do: emotions left out, stages failed or not run."""
+    section = Section("coverage", "Coverage: emotions left out, stages that did not run")
+    left_out = fetch(
+        store,
+        "SELECT model, corpus, stage, emotion, n_passages, reason, run_id FROM left_out "
+        "ORDER BY model, corpus, emotion",
+    )
+    if left_out:
+        section.table(list(left_out[0]), left_out)
+        section.text(
+            "An emotion with fewer usable passages than the minimum has no vector in that "
+            "corpus; every later stage on the corpus works without it."
+        )
+    stages = fetch(
+        store,
+        "SELECT model, stage, part, status, error, run_id FROM stage_runs WHERE run_id = "
+        "(SELECT run_id FROM runs WHERE command = 'run' ORDER BY started DESC LIMIT 1) "
+        "AND status IN ('failed', 'blocked') ORDER BY finished",
+    )
+    if stages:
+        section.table(list(stages[0]), stages)
+        section.text(
+            "The last `saefeatures run` could not finish these stages (`blocked`: a stage they "
+            "need failed); rerunning the same command retries them and skips the rest."
+        )
+    if not left_out and not stages:
+        section.text("Every chosen emotion has vectors, and the last job ran every stage.")
+    return section
+
+
+def provenance(store: Store) -> Section:
+    section = Section("provenance", "Provenance: every run")
+    columns = [
+        "run_id",
+        "command",
+        "status",
+        "started",
+        "finished",
+        "package_version",
+        "git_revision",
+        "config",
+        "error",
+    ]
+    rows = fetch(store, f"SELECT {', '.join(columns)} FROM runs ORDER BY started")
+    section.table(columns, rows)
+    return section
+
+
+SECTIONS: list[Callable[[Store], Section]] = [
+    headline,
+    coverage,
+    representations.geometry,
+    representations.pca_and_cosines,
+    representations.saes,
+    representations.alignment,
+    representations.umap,
+    interventions.steering,
+    interventions.patching,
+    readouts.retrieval,
+    readouts.quantity,
+    choices.preferences,
+    choices.behaviour,
+    comparisons,
+    provenance,
+]

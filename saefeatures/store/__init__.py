@@ -1,0 +1,1 @@
+"""The DuckDB store: connection and migrations, shared reads, Parquet exchange, queries."""

@@ -1,0 +1,1 @@
+"""The source study's validation experiments, at the direction and the feature level."""

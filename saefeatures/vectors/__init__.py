@@ -1,0 +1,1 @@
+"""Emotion contrast vectors and their geometry."""

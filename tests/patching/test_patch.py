@@ -1,0 +1,453 @@
+"""Activation patching: equality with TransformerLens and with hand-made patches, the scores,
+the conclusions on hand-made numbers, and bad input through the real CLI."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import transformer_lens.patching as tl_patching
+
+from saefeatures import models
+from saefeatures.errors import SaefeaturesError
+from saefeatures.patching import attribution, conclusions, patch, reply_scores, sweeps
+from saefeatures.sae import loading
+from saefeatures.store.database import Store
+from tests.conftest import assert_user_error, run_cli
+from tests.tiny import BAD, CLEAN, CORRUPTED, GOOD, save_sae, write_pairs
+
+# Equal length under the byte-level tiny tokenizer: every character is a token.
+
+
+@pytest.fixture(scope="module")
+def tiny_chat(tiny_chat_dir) -> models.LoadedModel:
+    return models.load(str(tiny_chat_dir), dtype="float32")
+
+
+@pytest.fixture(scope="module")
+def tiny_llama(tiny_llama_dir) -> models.LoadedModel:
+    return models.load(str(tiny_llama_dir), dtype="float32")
+
+
+@pytest.fixture(scope="module")
+def tiny_gemma(tiny_gemma_dir) -> models.LoadedModel:
+    return models.load(str(tiny_gemma_dir), dtype="float32")
+
+
+def _ids(model, text: str) -> list[int]:
+    return model.encode([reply_scores.prompt_text(model, text)], True)["input_ids"][0].tolist()
+
+
+def _score(model) -> reply_scores.Score:
+    """The anchor score where the model has one (chat), else two fixed tokens."""
+    if model.is_chat:
+        return reply_scores.anchor_score(model)
+    return reply_scores.Score("anchors", ((),), (40, 41), (50,), "test tokens")
+
+
+@pytest.mark.parametrize("name", ["tiny_llama", "tiny_gemma"])
+def test_resid_sweep_equals_transformer_lens(name, request):
+    model = request.getfixturevalue(name)
+    score = _score(model)
+    clean_ids, corrupted_ids = _ids(model, CLEAN), _ids(model, CORRUPTED)
+    pair = sweeps.prepare(model, clean_ids, corrupted_ids)
+    clean = sweeps.clean_run(model, pair, score, heads=False)
+    corrupted = sweeps.prompt_score(model, pair, pair.corrupted, score)
+    ours = torch.full((model.n_layers, len(corrupted_ids)), corrupted)
+    ours[:, pair.prefix_length :] = sweeps.resid_sweep(model, pair, score, clean)
+
+    _, cache = model.bridge.run_with_cache(torch.tensor([clean_ids]))
+    theirs = tl_patching.get_act_patch_resid_pre(
+        model.bridge,
+        torch.tensor([corrupted_ids]),
+        cache,
+        lambda lg: score.reduce(score.select(lg[:, -1:]))[0],
+    )
+    gap = clean.score - corrupted
+    assert abs(gap) > 1e-3  # a pair that differs, or the normalisation means nothing
+    torch.testing.assert_close(
+        (ours - corrupted) / gap, (theirs - corrupted) / gap, atol=1e-4, rtol=0
+    )
+
+
+def test_head_patch_equals_a_hand_made_one_head_patch(tiny_chat):
+    model, score = tiny_chat, _score(tiny_chat)
+    clean_ids, corrupted_ids = _ids(model, CLEAN), _ids(model, CORRUPTED)
+    pair = sweeps.prepare(model, clean_ids, corrupted_ids)
+    swept = sweeps.head_sweep(model, pair, score, sweeps.clean_run(model, pair, score, heads=True))
+    layer, head = 2, 3
+    d_head = model.d_model // model.n_heads
+    # By hand, with a plain PyTorch pre-hook on the output projection (no bridge hook):
+    # the head's slice of its input, taken from the clean run.
+    projection = model.hf_model.model.layers[layer].self_attn.o_proj
+    columns = slice(head * d_head, (head + 1) * d_head)
+    taken = {}
+
+    def take(module, args):
+        taken["clean"] = args[0].detach().clone()
+
+    def put(module, args):
+        patched = args[0].clone()
+        patched[..., columns] = taken["clean"][..., columns]
+        return (patched,)
+
+    with torch.no_grad():
+        handle = projection.register_forward_pre_hook(take)
+        model.bridge(torch.tensor([clean_ids]))
+        handle.remove()
+        handle = projection.register_forward_pre_hook(put)
+        logits = model.bridge(torch.tensor([corrupted_ids]))
+        handle.remove()
+    assert (
+        abs(float(swept[layer, head]) - float(score.reduce(score.select(logits[:, -1:]))[0])) < 1e-4
+    )
+    assert swept.shape == (model.n_layers, model.n_heads)
+
+
+def test_scores_match_a_direct_full_forward(tiny_chat):
+    model = tiny_chat
+    ids = _ids(model, CLEAN)
+    pair = sweeps.prepare(model, ids, _ids(model, CORRUPTED))
+    replies = reply_scores.replies_score(model)
+    with torch.no_grad():
+        logprobs = [
+            torch.log_softmax(model.bridge(torch.tensor([ids + list(reply)]))[0].float(), -1)
+            for reply in replies.continuations
+        ]
+    total = [
+        sum(float(lp[len(ids) - 1 + j, t]) for j, t in enumerate(reply))
+        for lp, reply in zip(logprobs, replies.continuations, strict=True)
+    ]
+    expected = np.mean(total[:3]) - np.mean(total[3:])
+    assert sweeps.prompt_score(model, pair, pair.clean, replies) == pytest.approx(
+        expected, abs=1e-4
+    )
+    anchors = reply_scores.anchor_score(model)
+    last = logprobs[0].new_tensor(0)  # the anchor score reads raw logits at the prompt's end
+    with torch.no_grad():
+        last = model.bridge(torch.tensor([ids]))[0, -1].float()
+    expected = last[list(anchors.positive)].mean() - last[list(anchors.negative)].mean()
+    assert sweeps.prompt_score(model, pair, pair.clean, anchors) == pytest.approx(
+        float(expected), abs=1e-4
+    )
+
+
+def test_anchors_are_first_tokens_of_capitalised_words_deduplicated(tiny_chat):
+    score = reply_scores.anchor_score(tiny_chat, ("happy", "hooray"), ("okay",))
+    assert [tiny_chat.tokenizer.decode([t]) for t in score.positive] == ["H"]
+    with pytest.raises(SaefeaturesError, match="tokenizes to nothing"):
+        reply_scores.anchor_score(tiny_chat, ("happy", " "), ("okay",))
+    with pytest.raises(SaefeaturesError, match="must not share"):
+        reply_scores.anchor_score(tiny_chat, ("happy",), ("hello",))
+
+
+def test_unequal_lengths_fall_back_to_the_last_position(tiny_chat):
+    score = _score(tiny_chat)
+    pair = sweeps.prepare(tiny_chat, _ids(tiny_chat, CLEAN), _ids(tiny_chat, "Bad news."))
+    assert not pair.aligned
+    clean = sweeps.clean_run(tiny_chat, pair, score, heads=True)
+    grid = sweeps.resid_sweep(tiny_chat, pair, score, clean)
+    assert grid.shape == (tiny_chat.n_layers, 1)
+    # Layer 0 at the last position sees the same token in both prompts: nothing moves.
+    corrupted = sweeps.prompt_score(tiny_chat, pair, pair.corrupted, score)
+    assert abs(float(grid[0, 0]) - corrupted) < 1e-5
+
+
+# -- the conclusions on hand-made numbers ------------------------------------------------
+
+
+def _rows(effects: dict[str, list[float]], gaps: dict[str, float]):
+    """Score rows and last-position resid rows for pairs `<situation>-<condition>`."""
+    score_rows, sweep_rows = [], []
+    for pair_id, by_layer in effects.items():
+        situation, condition = pair_id.rsplit("-", 1)
+        for name in reply_scores.SCORES:
+            score_rows.append(
+                {
+                    "pair_id": pair_id,
+                    "condition": condition,
+                    "situation": situation,
+                    "score_name": name,
+                    "clean_score": gaps[pair_id],
+                    "corrupted_score": 0.0,
+                }
+            )
+        sweep_rows += [
+            {
+                "pair_id": pair_id,
+                "condition": condition,
+                "level": "resid",
+                "layer": layer,
+                "position": 9,
+                "head": None,
+                "effect": e,
+                "normalized": e / gaps[pair_id],
+            }
+            for layer, e in enumerate(by_layer)
+        ]
+    return score_rows, sweep_rows
+
+
+def test_peaks_flips_and_correlation_on_a_hand_made_set():
+    effects = {
+        "a-good": [0.0, 2.0, 1.0],
+        "a-bad": [0.0, -1.0, -0.5],  # flips at layer 1
+        "b-good": [0.0, 0.5, 1.0],
+        "b-bad": [0.0, 0.5, -1.0],  # bad pushes up at layer 1
+        "c-good": [0.0, 3.0, 2.0],
+        "c-bad": [0.0, -2.0, -4.0],  # flips
+        "d-good": [1.0, 0.2, 0.1],
+        "d-bad": [-1.0, -3.0, -2.0],  # flips
+    }
+    gaps = {
+        "a-good": 1.0,
+        "a-bad": -1.0,
+        "b-good": 2.0,
+        "b-bad": -2.0,
+        "c-good": 2.5,
+        "c-bad": -3.0,
+        "d-good": 1.0,
+        "d-bad": -4.0,
+    }
+    summary = patch.summarize(*_rows(effects, gaps), n_layers=3, swept="anchors")
+    assert summary["flips"]["layer"] == 1
+    assert summary["flips"]["situations"] == {"a": True, "b": False, "c": True, "d": True}
+    good = summary["peaks"]["good"]
+    assert good["layers"] == [1, 2, 1, 0]
+    assert good["depths"] == [0.5, 1.0, 0.5, 0.0]
+    assert good["effects"] == pytest.approx([2.0, 0.5, 1.2, 1.0])
+    bad = summary["peaks"]["bad"]
+    assert bad["effects"] == pytest.approx([1.0, 0.5, 4 / 3, 0.75])
+    expected = np.corrcoef(bad["effects"], [-1.0, -2.0, -3.0, -4.0])[0, 1]
+    assert bad["correlation"]["r"] == pytest.approx(expected)
+    assert bad["correlation"]["ci_low"] <= bad["correlation"]["r"] <= bad["correlation"]["ci_high"]
+    sep = summary["separation"]["anchors"]["clean"]
+    assert sep["good"] == {"n": 4, "right": 4, "mean": pytest.approx(1.625)}
+
+
+def test_a_pair_without_a_gap_has_no_peak_and_leaves_the_correlation_defined():
+    """clean == corrupted makes every normalized effect 0 / 0: that pair is left out of the
+    peaks and the correlation (it once turned the whole correlation into n/a)."""
+    effects = {
+        "a-bad": [0.0, -1.0, -0.5],
+        "b-bad": [0.0, -2.0, -1.0],
+        "c-bad": [0.0, -1.0, -3.0],
+        "d-bad": [0.0, 0.1, 0.2],
+        "a-good": [0.0, 1.0, 0.5],
+    }
+    gaps = {"a-bad": -1.0, "b-bad": -4.0, "c-bad": -3.0, "d-bad": 0.0, "a-good": 1.0}
+    score_rows, sweep_rows = _rows(effects, {**gaps, "d-bad": 1.0})
+    for row in score_rows:  # d-bad: the clean prompt scores exactly as the corrupted one
+        row["clean_score"] = gaps[row["pair_id"]]
+    for row in sweep_rows:
+        if row["pair_id"] == "d-bad":
+            row["normalized"] = float("nan")
+    bad = patch.summarize(score_rows, sweep_rows, n_layers=3, swept="anchors")["peaks"]["bad"]
+    assert bad["n"] == 3 and bad["layers"] == [1, 1, 2]
+    assert bad["effects"] == pytest.approx([1.0, 0.5, 1.0])
+    expected = np.corrcoef([1.0, 0.5, 1.0], [-1.0, -4.0, -3.0])[0, 1]
+    assert bad["correlation"]["r"] == pytest.approx(expected)
+
+
+def test_sign_summary_counts_the_right_sign_per_condition():
+    summary = conclusions.sign_summary(["good", "good", "bad", "bad"], [1.0, -1.0, -2.0, 0.0])
+    assert summary == {
+        "good": {"n": 2, "right": 1, "mean": 0.0},
+        "bad": {"n": 2, "right": 1, "mean": -1.0},
+    }
+
+
+# -- the stage through the CLI ------------------------------------------------------------
+
+
+def test_patch_command_stores_scores_and_sweeps(tiny_chat_dir, tmp_path):
+    pairs = write_pairs(tmp_path / "pairs.jsonl", [GOOD, BAD])
+    db = tmp_path / "w.duckdb"
+    args = [
+        "patch",
+        "--model",
+        str(tiny_chat_dir),
+        "--pairs",
+        str(pairs),
+        "--db",
+        str(db),
+        "--out",
+        str(tmp_path / "out"),
+        "--dtype",
+        "float32",
+    ]
+    for _ in range(2):  # a rerun replaces the model's rows
+        result = run_cli(*args)
+        assert result.code == 0, result.stderr
+    assert "flip test" in result.stdout and "separation" in result.stdout
+    with Store(db, read_only=True) as store:
+        scores = store.query("SELECT score_name, count(*) AS n FROM pair_scores GROUP BY 1")
+        counts = store.query("SELECT level, count(*) AS n FROM patching_results GROUP BY 1")
+    assert dict(zip(*scores.to_pydict().values(), strict=True)) == {"anchors": 2, "replies": 2}
+    # 4 layers x (positions after the shared prefix, one each) and 4 layers x 4 heads per pair.
+    levels = dict(zip(*counts.to_pydict().values(), strict=True))
+    assert levels["heads"] == 2 * 4 * 4 and levels["resid"] % 4 == 0
+    assert (tmp_path / "out" / "patching").is_dir()
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.mark.parametrize(
+    ("lines", "options", "fragments"),
+    [
+        ([GOOD, "{not json"], [], ["line 2", "not valid JSON"]),
+        ([{**GOOD, "condition": "neutral"}], [], ["line 1", "good or bad"]),
+        ([{k: v for k, v in GOOD.items() if k != "clean"}], [], ["line 1", "`clean`"]),
+        ([GOOD], ["--level", "mlp"], ["unknown --level 'mlp'"]),
+        ([GOOD], ["--score", "vibes"], ["unknown --score 'vibes'"]),
+        ([GOOD], ["--limit", "0"], ["--limit must be at least 1"]),
+    ],
+)
+def test_bad_input_is_one_line_and_leaves_the_database_alone(
+    tiny_chat_dir, tmp_path, lines, options, fragments
+):
+    db = tmp_path / "w.duckdb"
+    Store(db).close()
+    before = _digest(db)
+    pairs = write_pairs(tmp_path / "pairs.jsonl", lines)
+    result = run_cli(
+        "patch",
+        "--model",
+        str(tiny_chat_dir),
+        "--pairs",
+        str(pairs),
+        "--db",
+        str(db),
+        "--out",
+        str(tmp_path / "out"),
+        *options,
+    )
+    assert_user_error(result, *fragments)
+    assert _digest(db) == before
+
+
+# -- feature level ------------------------------------------------------------------------
+
+FEATURE_LAYER = 1
+
+
+@pytest.fixture(scope="module")
+def tiny_sae_dir(tiny_chat, tmp_path_factory) -> Path:
+    hook = f"blocks.{FEATURE_LAYER}.hook_resid_post"
+    folder = tmp_path_factory.mktemp("sae") / "sae"
+    return save_sae(folder, hook, tiny_chat.d_model, d_sae=48, k=None)
+
+
+def _hand_patched_score(model, pair, score, hook, targets, residual) -> tuple[float, torch.Tensor]:
+    """Score and d score / d residual at `targets`, with a plain forward hook on the layer."""
+    block = model.hf_model.model.layers[FEATURE_LAYER]
+    leaf = residual.clone().requires_grad_(True)
+
+    def put(module, args, output):
+        hidden = output[0] if isinstance(output, tuple) else output
+        hidden = hidden.clone()
+        hidden[:, targets] = leaf
+        return (hidden, *output[1:]) if isinstance(output, tuple) else hidden
+
+    handle = block.register_forward_hook(put)
+    try:
+        with torch.enable_grad():
+            value = sweeps.scored_forward(model, pair.prefix, pair.corrupted, score, 1, [])
+            (grad,) = torch.autograd.grad(value.sum(), [leaf])
+    finally:
+        handle.remove()
+    return float(value[0].detach()), grad
+
+
+def test_feature_attribution_and_exact_patches_match_a_hand_made_computation(
+    tiny_chat, tiny_sae_dir
+):
+    model, score = tiny_chat, _score(tiny_chat)
+    sae = loading.read_saelens(tiny_sae_dir, "cpu")
+    hook = f"blocks.{FEATURE_LAYER}.hook_resid_post"
+    pair = sweeps.prepare(model, _ids(model, CLEAN), _ids(model, CORRUPTED))
+    clean = sweeps.clean_run(model, pair, score, heads=False)
+    corrupted_score = sweeps.prompt_score(model, pair, pair.corrupted, score)
+    gap = clean.score - corrupted_score
+    result = attribution.attribute(model, pair, score, sae, hook, corrupted_score, gap)
+
+    # The residual after the layer is the next layer's resid_pre, captured by the clean run.
+    targets = list(range(len(pair.corrupted)))
+    x_clean = clean.resid_pre[FEATURE_LAYER + 1]
+    with torch.no_grad():
+        taken = {}
+
+        def take(module, args, output) -> None:
+            taken["x"] = (output[0] if isinstance(output, tuple) else output)[0]
+
+        handle = model.hf_model.model.layers[FEATURE_LAYER].register_forward_hook(take)
+        sweeps.scored_forward(model, pair.prefix, pair.corrupted, score, 1, [])
+        handle.remove()
+    x_corrupted = taken["x"][: len(targets)].clone()
+    value, grad = _hand_patched_score(model, pair, score, hook, targets, x_corrupted)
+    assert value == pytest.approx(corrupted_score, abs=1e-5)
+    delta = sae.encode(x_clean) - sae.encode(x_corrupted)
+    # Attribution: gradient at the residual times each feature's decoded difference.
+    expected = torch.einsum("pd,pf,fd->f", grad, delta, sae.W_dec)
+    torch.testing.assert_close(result.attribution, expected.detach(), atol=1e-4, rtol=1e-3)
+    assert set(result.changed.tolist()) == set(torch.nonzero(delta.abs().sum(0)).flatten().tolist())
+    # The whole layer patched at every position after the shared prefix is the clean run.
+    assert result.layer_effect == pytest.approx(clean.score - corrupted_score, abs=1e-4)
+    # One feature patched alone: the decoder is linear, so it adds its row times its delta.
+    for feature, effect in list(result.verified.items())[:3]:
+        patched = x_corrupted + delta[:, feature, None] * sae.W_dec[feature]
+        by_hand, _ = _hand_patched_score(model, pair, score, hook, targets, patched.detach())
+        assert effect == pytest.approx(by_hand - corrupted_score, abs=1e-4)
+    assert len(result.verified) == min(attribution.VERIFIED, len(result.changed))
+    # Top-k features are ranked towards the clean run: the best one moves the score that way.
+    (best,) = torch.argsort(result.attribution[result.changed] * np.sign(gap))[-1:]
+    assert float(result.attribution[result.changed[best]]) * gap > 0
+
+
+def test_feature_rows_normalise_by_the_gap_and_report_recovery():
+    result = attribution.FeaturePatch(
+        attribution=torch.tensor([0.0, 2.0, -1.0]),
+        error_attribution=0.5,
+        changed=torch.tensor([1, 2]),
+        layer_effect=4.0,
+        top_k_effects={1: 2.0, 5: 3.0},
+        verified={1: 1.5},
+        error_effect=0.25,
+    )
+    features, faithfulness = attribution.rows(result, {"pair_id": "p"}, gap=2.0)
+    assert [(r["feature"], r["normalized_attribution"], r["exact_effect"]) for r in features] == [
+        (1, 1.0, 1.5),
+        (2, -0.5, None),
+        (None, 0.25, 0.25),
+    ]
+    assert [(r["k"], r["recovered"]) for r in faithfulness] == [(1, 0.5), (5, 0.75)]
+
+
+def test_patch_command_at_the_feature_level(tiny_chat_dir, tiny_sae_dir, tmp_path):
+    pairs = write_pairs(tmp_path / "pairs.jsonl", [GOOD, BAD])
+    db, out = tmp_path / "w.duckdb", tmp_path / "out"
+    common = ["--model", str(tiny_chat_dir), "--db", str(db), "--out", str(out)]
+    patch = ["patch", *common, "--pairs", str(pairs), "--dtype", "float32"]
+    assert_user_error(run_cli(*patch, "--level", "features"), "no SAE", "saefeatures train")
+    loaded = run_cli("load", *common, "--path", str(tiny_sae_dir))
+    assert loaded.code == 0, loaded.stderr
+    assert_user_error(run_cli(*patch, "--level", "features", "--layers", "0"), "no SAE")
+    result = run_cli(*patch, "--level", "features")
+    assert result.code == 0, result.stderr
+    assert "recovered k=1" in result.stdout
+    with Store(db, read_only=True) as store:
+        nodes = store.query(
+            "SELECT node, count(*) AS n, count(exact_effect) AS exact "
+            "FROM feature_patching GROUP BY node ORDER BY node"
+        ).to_pylist()
+        ks = store.query("SELECT DISTINCT k FROM patching_faithfulness ORDER BY k")["k"]
+        levels = store.query("SELECT count(*) AS n FROM patching_results")["n"]
+    assert nodes[0] == {"node": "error", "n": 2, "exact": 2}
+    assert nodes[1]["n"] > 0 and 0 < nodes[1]["exact"] <= 2 * attribution.VERIFIED
+    assert ks.to_pylist() == list(attribution.TOP_KS)
+    assert levels.to_pylist() == [0]  # the feature level alone leaves the sweeps alone
