@@ -598,3 +598,145 @@ CREATE TABLE left_out (
     n_passages INTEGER NOT NULL,  -- passages it had (after cleaning and the token offset)
     reason     VARCHAR NOT NULL
 );
+
+-- version 11: geometry statistics that see the choices made. `geometry` rows gain the emotion
+-- set they describe ('all': every rated emotion with a vector; 'default': the 30 defaults);
+-- their CIs now come from resamples that recompute the PCA. `geometry_best` holds the best
+-- layer of each (model, corpus, method, set) with what its choice is worth, and `pca_scores`
+-- each emotion's oriented PC1 and PC2 there, so that figures never refit the PCA.
+ALTER TABLE geometry ADD COLUMN emotion_set VARCHAR DEFAULT 'all';
+
+CREATE TABLE geometry_best (
+    run_id       VARCHAR NOT NULL,
+    model        VARCHAR NOT NULL,
+    corpus       VARCHAR NOT NULL,
+    method       VARCHAR NOT NULL,  -- 'denoised' or 'raw' vectors
+    emotion_set  VARCHAR NOT NULL,  -- 'all' or 'default'
+    layer        INTEGER NOT NULL,  -- the layer with the largest PC1-valence r
+    rel_depth    DOUBLE NOT NULL,
+    pearson_r    DOUBLE NOT NULL,   -- PC1 (oriented) against valence there
+    ci_low       DOUBLE,            -- 95% CI over resamples of the emotions that refit the
+    ci_high      DOUBLE,            --   PCA and choose the layer anew
+    p_value      DOUBLE,            -- against the largest r over layers of shuffled ratings
+    same_layer   DOUBLE,            -- share of resamples choosing this layer
+    heldout_r    DOUBLE,            -- mean r on half of the emotions at the layer the other
+    heldout_low  DOUBLE,            --   half chose, over 200 random halves, with the 2.5 and
+    heldout_high DOUBLE,            --   97.5 percentiles
+    split_r      DOUBLE,            -- what a pure positive/negative split reaches: |r(v, sign v)|
+    n_emotions   INTEGER NOT NULL
+);
+
+CREATE TABLE pca_scores (
+    run_id      VARCHAR NOT NULL,
+    model       VARCHAR NOT NULL,
+    corpus      VARCHAR NOT NULL,
+    method      VARCHAR NOT NULL,
+    emotion_set VARCHAR NOT NULL,
+    layer       INTEGER NOT NULL,  -- the set's best layer
+    emotion     VARCHAR NOT NULL,
+    pc1         DOUBLE NOT NULL,   -- oriented to correlate non-negatively with valence
+    pc2         DOUBLE NOT NULL    -- oriented to correlate non-negatively with arousal
+);
+
+-- version 12: alignment claims against shuffled-label nulls. OMP's baseline curve is OMP on
+-- contrasts built with shuffled emotion labels ('shuffled'), no longer random feature sets;
+-- curves stored before keep their 'random' rows.
+CREATE TABLE alignment_curves_v12 (
+    run_id  VARCHAR NOT NULL,
+    model   VARCHAR NOT NULL,
+    sae_id  VARCHAR NOT NULL,
+    layer   INTEGER NOT NULL,
+    corpus  VARCHAR NOT NULL,
+    emotion VARCHAR NOT NULL,
+    curve   VARCHAR NOT NULL CHECK (curve IN ('omp', 'shuffled', 'random')),
+    k       INTEGER NOT NULL,
+    r2      DOUBLE NOT NULL
+);
+INSERT INTO alignment_curves_v12 SELECT * FROM alignment_curves;
+DROP TABLE alignment_curves;
+ALTER TABLE alignment_curves_v12 RENAME TO alignment_curves;
+
+-- version 13: the quantity test against nulls read out the same way. `p_value` of a summary
+-- row is now against directions drawn at random within the span of the emotion vectors (at
+-- the feature level: the top-k features of such directions); `p_random` against isotropic
+-- random directions (random k-feature sets); `p_order` is the former p, the quantity order
+-- permuted within every family. `headline` marks the layer fixed in advance for the claim
+-- (the steering layer); the other layers are descriptive.
+ALTER TABLE quantity_summary ADD COLUMN p_random DOUBLE;
+ALTER TABLE quantity_summary ADD COLUMN p_order DOUBLE;
+ALTER TABLE quantity_summary ADD COLUMN headline BOOLEAN DEFAULT false;
+
+-- version 14: summary metrics defined once, as views that the command line, `compare` and the
+-- report all read.
+-- Steering: per model, layer, level, k and scale, the mean change in log P of each emotion's
+-- own word (self effect), of the other emotions' words, their gap (specificity), and how far
+-- the edit moved the residual, in units of the layer's mean residual norm.
+CREATE VIEW steering_effects AS
+SELECT model, layer, level, k, scale,
+       avg(value) FILTER (WHERE metric = 'delta_logprob' AND emotion = target) AS self_effect,
+       avg(value) FILTER (WHERE metric = 'delta_logprob' AND emotion <> target) AS other_effect,
+       avg(value) FILTER (WHERE metric = 'delta_logprob' AND emotion = target)
+         - avg(value) FILTER (WHERE metric = 'delta_logprob' AND emotion <> target)
+         AS specificity,
+       avg(value) FILTER (WHERE metric = 'effective_scale') AS effective_scale,
+       count(DISTINCT emotion) AS emotions,
+       string_agg(DISTINCT run_id, ', ' ORDER BY run_id) AS run_id
+FROM steering_results
+WHERE metric IN ('delta_logprob', 'effective_scale')
+GROUP BY model, layer, level, k, scale;
+
+-- The headline: the direction's self effect at the smallest scale steered (the least
+-- distorting push), per model and layer.
+CREATE VIEW steering_self_effect AS
+SELECT model, layer, scale, self_effect, specificity, emotions, run_id
+FROM steering_effects
+WHERE level = 'direction'
+QUALIFY scale = min(scale) OVER (PARTITION BY model, layer);
+
+-- version 15: patching read as the source study reads it. A patch's `differs` says whether the
+-- clean and corrupted prompts differ at its position (the positions where the news is); the
+-- score gap of a pair is its clean prompt's own score (`pair_scores.clean_score`), and a
+-- pair's `selection` flag marks the situations (the first 20) on which choices are made (the
+-- reply set of the `replies` score, the flip layer), never scored.
+ALTER TABLE patching_results ADD COLUMN differs BOOLEAN;
+ALTER TABLE pair_scores ADD COLUMN selection BOOLEAN DEFAULT false;
+
+-- Per pair: the (layer, position) among the positions where the prompts differ at which
+-- patching the clean residual moves the score furthest towards the clean prompt's, that raw
+-- effect, and the pair's score gap. Pairs whose clean score is 0 have no direction and no
+-- peak; pairs of unequal length have no aligned positions and no peak.
+CREATE VIEW patching_peaks AS
+WITH gaps AS (
+    SELECT model, pair_id, condition, situation, selection, score_name, clean_score AS score_gap
+    FROM pair_scores WHERE clean_score <> 0
+), moves AS (
+    SELECT r.model, r.pair_id, g.score_name, r.layer, r.position,
+           r.effect * sign(g.score_gap) AS toward
+    FROM patching_results r
+    JOIN gaps g ON g.model = r.model AND g.pair_id = r.pair_id
+        AND g.score_name = json_extract_string(r.extra, '$.score')
+    WHERE r.level = 'resid' AND r.differs AND NOT isnan(r.effect)
+)
+SELECT g.model, g.pair_id, g.condition, g.situation, g.selection, g.score_name, g.score_gap,
+       p.peak.layer AS peak_layer, p.peak.position AS peak_position,
+       p.peak.layer / greatest(m.n_layers - 1, 1) AS peak_depth, p.max_effect
+FROM (SELECT model, pair_id, score_name,
+             arg_max({'layer': layer, 'position': position}, toward) AS peak,
+             max(toward) AS max_effect
+      FROM moves GROUP BY model, pair_id, score_name) p
+JOIN gaps g USING (model, pair_id, score_name)
+JOIN models m USING (model);
+
+-- version 16: feature-level faithfulness with its baseline. `recovered` is now
+-- clip(effect / layer_effect, 0, 1): a set that moves the score away from the clean run
+-- counts 0, one that overshoots the whole layer's effect counts 1 (the raw ratio stays
+-- computable from effect and layer_effect). `random_effect` patches k features drawn at
+-- random among those whose activation differs, `random_recovered` is its recovery.
+ALTER TABLE patching_faithfulness ADD COLUMN random_effect DOUBLE;
+ALTER TABLE patching_faithfulness ADD COLUMN random_recovered DOUBLE;
+
+-- version 17: behaviour's steered conditions tested, and corrected for testing many: a
+-- shift's p flips the signs of the per-scenario differences (steered - unsteered), q is
+-- Benjamini-Hochberg over the run's steered conditions. Highlight a condition on q only.
+ALTER TABLE behaviour_summary ADD COLUMN shift_p DOUBLE;
+ALTER TABLE behaviour_summary ADD COLUMN shift_q DOUBLE;

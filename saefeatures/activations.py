@@ -1,4 +1,4 @@
-"""Harvesting activations: one forward pass feeds every requested layer.
+"""Harvesting activations: one forward pass feeds every requested layer; the logit lens.
 
 The forward stops right after the last requested layer (the hook raises a
 private exception), so a stage that needs layers 0..10 of a 30-layer model
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
+import numpy as np
 import torch
 
 from saefeatures.errors import SaefeaturesError
@@ -77,3 +78,26 @@ def harvest(
     except _StopForward:
         pass
     return captured
+
+
+@torch.no_grad()
+def logit_lens(
+    model: LoadedModel, vectors: np.ndarray, top: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Top promoted and suppressed token ids (and logits) of each direction.
+
+    The direction goes through the final norm and the head (`LoadedModel.head`); the norm
+    makes the result independent of the vector's length.
+    """
+    hf = model.hf_model
+    # A copy: vectors read from the store are read-only views, which torch warns about.
+    directions = torch.from_numpy(np.array(vectors, dtype=np.float32)).to(hf.dtype)
+    logits = model.head(hf.base_model.norm(directions)).float()
+    promoted = logits.topk(top, dim=-1)
+    suppressed = (-logits).topk(top, dim=-1)
+    return (
+        promoted.indices.numpy(),
+        promoted.values.numpy(),
+        suppressed.indices.numpy(),
+        -suppressed.values.numpy(),
+    )

@@ -22,12 +22,22 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from saefeatures import models, plots, stats
+from saefeatures import models, plots
 from saefeatures.errors import SaefeaturesError
 from saefeatures.options import CompareOptions
 from saefeatures.store.database import Store
 
 KINDS = ("levels", "models")  # the comparisons rows this module writes
+COLUMNS = (
+    "kind",
+    "model",
+    "other_model",
+    "layer",
+    "metric",
+    "direction_value",
+    "feature_value",
+    "extra",
+)
 DEPTHS = np.linspace(0, 1, 21)  # the common grid that depth profiles are resampled onto
 
 
@@ -51,9 +61,8 @@ def _model_names(store: Store, chosen: Sequence[str] | None) -> list[str]:
 def level_rows(store: Store, model: str) -> list[dict[str, Any]]:
     """Direction vs top-k features: mean self effect and specificity per layer, k, scale."""
     words = store.query(
-        "SELECT layer, level, k, scale, avg(value) FILTER (WHERE emotion = target) AS own, "
-        "avg(value) FILTER (WHERE emotion <> target) AS other FROM steering_results "
-        "WHERE model = ? AND metric = 'delta_logprob' GROUP BY ALL ORDER BY ALL",
+        "SELECT layer, level, k, scale, self_effect AS own, other_effect AS other "
+        "FROM steering_effects WHERE model = ? ORDER BY ALL",
         [model],
     ).to_pylist()
     direction = {(r["layer"], r["scale"]): r for r in words if r["level"] == "direction"}
@@ -108,7 +117,8 @@ def depth_profile(store: Store, model: str, corpus: str) -> tuple[np.ndarray, np
     """PC1-valence r of the denoised vectors by relative depth, or None without geometry."""
     table = store.query(
         "SELECT rel_depth, pearson_r FROM geometry WHERE model = ? AND corpus = ? "
-        "AND method = 'denoised' AND component = 'PC1' ORDER BY rel_depth",
+        "AND method = 'denoised' AND component = 'PC1' AND emotion_set = 'all' "
+        "ORDER BY rel_depth",
         [model, corpus],
     )
     if table.num_rows < 2:
@@ -117,18 +127,14 @@ def depth_profile(store: Store, model: str, corpus: str) -> tuple[np.ndarray, np
 
 
 def patching_peaks(store: Store, model: str) -> dict[str, float]:
-    """Mean relative depth of each prompt's peak residual-patching layer at the score
-    position (the last prompt token), per condition, as in `patch_analysis`."""
+    """Mean relative depth of each pair's peak residual patch over the positions where its
+    prompts differ, per condition (`patching_peaks`)."""
     rows = store.query(
-        "WITH resid AS (SELECT *, max(position) OVER (PARTITION BY pair_id) AS last "
-        "FROM patching_results WHERE model = ? AND level = 'resid') "
-        "SELECT condition, avg(peak) AS layer FROM (SELECT pair_id, condition, "
-        "arg_max(layer, normalized) AS peak FROM resid WHERE position = last GROUP BY ALL) "
+        "SELECT condition, avg(peak_depth) AS depth FROM patching_peaks WHERE model = ? "
         "GROUP BY condition",
         [model],
     ).to_pylist()
-    layers = n_layers(store, model)
-    return {row["condition"]: row["layer"] / (layers - 1) for row in rows}
+    return {row["condition"]: row["depth"] for row in rows}
 
 
 def n_layers(store: Store, model: str) -> int:
@@ -140,18 +146,17 @@ def n_layers(store: Store, model: str) -> int:
 
 
 def steering_self_effect(store: Store, model: str) -> float | None:
-    """The direction's mean self effect at the smallest scale used (the least distorting)."""
-    value = store.query(
-        "SELECT avg(value) FILTER (WHERE emotion = target) AS own FROM steering_results "
-        "WHERE model = ? AND level = 'direction' AND metric = 'delta_logprob' AND scale = "
-        "(SELECT min(scale) FROM steering_results WHERE model = ? AND level = 'direction')",
-        [model, model],
+    """The direction's mean self effect at the smallest scale used (the least distorting),
+    over the layers steered (`steering_self_effect`)."""
+    return store.query(
+        "SELECT avg(self_effect) AS own FROM steering_self_effect WHERE model = ?", [model]
     )["own"][0].as_py()
-    return value
 
 
 def model_rows(store: Store, a: str, b: str, corpus: str) -> tuple[list[dict], dict]:
-    """One model pair: the values side by side, and the resampled profiles for a figure."""
+    """One model pair: the values side by side, and the resampled profiles for a figure.
+    The profiles are drawn, not correlated: neighbouring layers are far from independent,
+    so a correlation over interpolated depths would claim more than they show."""
     rows, profiles = [], {}
 
     def add(metric: str, first: float | None, second: float | None) -> None:
@@ -173,18 +178,6 @@ def model_rows(store: Store, a: str, b: str, corpus: str) -> tuple[list[dict], d
     if all(profile is not None for profile in found.values()):
         profiles = {name: np.interp(DEPTHS, *found[name]) for name in (a, b)}
         best = {name: int(np.argmax(found[name][1])) for name in (a, b)}
-        rows.append(
-            {
-                "kind": "models",
-                "model": a,
-                "other_model": b,
-                "layer": None,
-                "metric": f"pc1_valence_profile_correlation ({corpus})",
-                "direction_value": stats.pearson(profiles[a], profiles[b]),
-                "feature_value": None,
-                "extra": None,
-            }
-        )
         for index, metric in ((0, "best_depth"), (1, "best_r")):
             add(
                 f"pc1_valence_{metric} ({corpus})",
@@ -215,8 +208,7 @@ def compare(store: Store, out: Path, options: CompareOptions) -> dict[str, Any]:
         rows += pair_rows
         if profiles:
             figures += plots.lines(
-                DEPTHS,
-                profiles,
+                {name: (DEPTHS, profile) for name, profile in profiles.items()},
                 f"PC1-valence r by depth ({options.corpus})",
                 ("relative depth", "Pearson r"),
                 out / "compare" / f"profile-{a}-{b}",

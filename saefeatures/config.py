@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
+DEFAULT_CORPUS = "stories"  # the project's own story corpus, corpora/stories.jsonl
 DEFAULT_DB = Path("saefeatures.duckdb")
 DEFAULT_OUT = Path("saefeatures-out")
 

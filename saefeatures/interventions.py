@@ -1,15 +1,22 @@
-"""Interventions on the residual stream: a direction, or SAE features, at chosen positions.
+"""Interventions: one edit at one hook site, on chosen rows and tokens of a batch.
 
-Both kinds edit `blocks.L.hook_resid_post` through the same hook code, so steering and
-patching at the two levels differ only in the edit, never in where or how it is applied.
+Steering, the validation experiments, activation patching and feature attribution all
+edit activations through here, so the direction level and the feature level differ only
+in the edit, never in where or how it is applied.
 
-- A direction adds `scale x norm x unit(vector)`, with `norm` the layer's mean residual
+- `Direction` adds `scale x norm x unit(vector)`, with `norm` the layer's mean residual
   norm, so a scale means the same push at every layer and in every model.
-- Features go through an SAE: the residual is encoded, the chosen features are changed
-  (`add` adds to their activation, which adds value x decoder row; `clamp` sets it), and
-  the result is decoded with the SAE's error term put back. The error term makes an empty
-  feature intervention reproduce the clean model (to float precision), so every effect is
-  the features' and not the SAE's reconstruction loss.
+- `Features` goes through an SAE: the residual is encoded, the chosen features are
+  changed (`add` adds to their activation, `clamp` sets it, `ablate` sets it to 0), and
+  the result is decoded with the SAE's error term put back. The error term makes an
+  empty feature intervention reproduce the clean model (to float precision), so every
+  effect is the features' and not the SAE's reconstruction loss.
+- `Patch` puts recorded activations back at chosen positions (and, at `hook_z`, into one
+  attention head): activation patching.
+
+An `Intervention` applies an edit at a hook site (`blocks.L.hook_resid_post`,
+`blocks.L.attn.hook_z`, ...), to every row of a batch or one slice of rows (several
+conditions in one batch), and optionally only at the tokens a mask marks.
 """
 
 from __future__ import annotations
@@ -25,8 +32,14 @@ from saefeatures import activations
 from saefeatures.errors import SaefeaturesError
 from saefeatures.models import LoadedModel
 
-POSITIONS = ("all", "prompt", "generated")
-MODES = ("add", "clamp")
+MODES = ("add", "clamp", "ablate")
+
+
+def sae_split(sae: Any, residual: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The SAE's features of a residual and its error term: residual = decode + error."""
+    x = residual.to(sae.W_dec.dtype)
+    acts = sae.encode(x)
+    return acts, x - sae.decode(acts)
 
 
 @dataclass(frozen=True)
@@ -45,109 +58,114 @@ class Direction:
 
 @dataclass(frozen=True)
 class Features:
-    """Change SAE features: `add` value to each feature's activation, or `clamp` it to value."""
+    """Change SAE features: `add` value to each one's activation, `clamp` it to value, or
+    `ablate` it (values are then ignored)."""
 
     sae: Any
     features: Sequence[int]
     values: Sequence[float]
     mode: str = "add"
 
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise SaefeaturesError(f"unknown mode {self.mode!r}; use one of {', '.join(MODES)}")
+        if len(self.features) != len(self.values):
+            raise SaefeaturesError("give one value per feature")
+
     def edit(self, residual: torch.Tensor) -> torch.Tensor:
-        x = residual.to(self.sae.W_dec.dtype)
-        acts = self.sae.encode(x)
-        error = x - self.sae.decode(acts)
+        acts, error = sae_split(self.sae, residual)
         changed = acts.clone()
         index = torch.as_tensor(list(self.features), dtype=torch.long, device=acts.device)
         values = torch.as_tensor(list(self.values), dtype=acts.dtype, device=acts.device)
         if self.mode == "add":
             changed[..., index] += values
-        else:
+        elif self.mode == "clamp":
             changed[..., index] = values
+        else:
+            changed[..., index] = 0
         return (self.sae.decode(changed) + error).to(residual.dtype)
 
 
 @dataclass(frozen=True)
+class Patch:
+    """Put `values` `[positions, ...]` at `positions` of every edited row (at `hook_z`, into
+    attention head `head` only). Values that require gradients keep them: attribution
+    patching differentiates through a patch."""
+
+    values: torch.Tensor
+    positions: Sequence[int]
+    head: int | None = None
+
+    def edit(self, activation: torch.Tensor) -> torch.Tensor:
+        out = activation.clone()
+        index = list(self.positions)
+        values = self.values.to(out.dtype)
+        if self.head is None:
+            out[:, index] = values
+        else:
+            out[:, index, self.head] = values
+        return out
+
+
+Edit = Direction | Features | Patch
+
+
+@dataclass(frozen=True)
 class Intervention:
-    """An edit at one layer's residual stream, on all, prompt or generated positions.
+    """An edit at one hook site, on the rows `rows` of each batch (None: all) and, where
+    `token_mask` (`[batch, pos]`) is given, only at the tokens it marks."""
 
-    `prompt_length` splits prompt from generated positions; it is the same for every row
-    of a batch, so batches are right-padded prompts of one length. `token_mask`
-    (`[batch, pos]`, true where to edit) narrows the edit further to chosen tokens of each
-    row, such as one phrase of a prompt.
-    """
-
-    layer: int
-    edit: Direction | Features
-    positions: str = "all"
-    prompt_length: int = 0
+    site: str
+    edit: Edit
+    rows: slice | None = None
     token_mask: torch.Tensor | None = field(default=None, compare=False)
 
-    def __post_init__(self) -> None:
-        if self.positions not in POSITIONS:
-            raise SaefeaturesError(
-                f"unknown positions {self.positions!r}; use one of {', '.join(POSITIONS)}"
-            )
-        if isinstance(self.edit, Features):
-            if self.edit.mode not in MODES:
-                raise SaefeaturesError(f"unknown mode {self.edit.mode!r}; use add or clamp")
-            if len(self.edit.features) != len(self.edit.values):
-                raise SaefeaturesError("give one value per feature")
+    @classmethod
+    def at(cls, layer: int, edit: Edit, site: str = "resid_post", **where: Any) -> Intervention:
+        """At a layer's residual stream (or another site of `activations.SITES`)."""
+        return cls(activations.hook_name(layer, site), edit, **where)
 
-    def hook(self, residual: torch.Tensor, hook: Any = None) -> torch.Tensor:
-        edited = self.edit.edit(residual)
-        if self.positions == "all" and self.token_mask is None:
+    def apply(self, activation: torch.Tensor) -> torch.Tensor:
+        target = activation if self.rows is None else activation[self.rows]
+        edited = self.edit.edit(target)
+        if self.token_mask is not None:
+            mask = self.token_mask.to(activation.device, torch.bool)
+            edited = torch.where(mask[..., None], edited, target)
+        if self.rows is None:
             return edited
-        return torch.where(self._chosen(residual)[..., None], edited, residual)
-
-    def _chosen(self, residual: torch.Tensor) -> torch.Tensor:
-        """`[batch or 1, pos]`: true at the positions the edit applies to."""
-        index = torch.arange(residual.shape[1], device=residual.device)
-        chosen = index < self.prompt_length
-        if self.positions == "generated":
-            chosen = ~chosen
-        elif self.positions == "all":
-            chosen = torch.ones_like(chosen)
-        if self.token_mask is None:
-            return chosen[None, :]
-        return chosen[None, :] & self.token_mask.to(residual.device, torch.bool)
-
-
-def check_scale(scale: float) -> float:
-    """Scales come from users: NaN or infinity would silently poison every result."""
-    if not torch.isfinite(torch.tensor(float(scale))):
-        raise SaefeaturesError(f"scale must be a finite number, got {scale}")
-    return float(scale)
+        out = activation.clone()
+        out[self.rows] = edited
+        return out
 
 
 @contextmanager
 def applied(model: LoadedModel, interventions: Sequence[Intervention]) -> Iterator[None]:
-    """Every forward of the model inside the block runs with the interventions."""
-    hooks = []
+    """Every forward of the model inside the block runs with the interventions, each
+    site's in the order given."""
+    by_site: dict[str, list[Intervention]] = {}
     for intervention in interventions:
-        model.check_layer(intervention.layer)
-        hooks.append((activations.hook_name(intervention.layer), intervention.hook))
-    with model.hooks(hooks):
+        by_site.setdefault(intervention.site, []).append(intervention)
+
+    def at_site(chosen: list[Intervention]):
+        def hook(activation: torch.Tensor, hook: Any = None) -> torch.Tensor:
+            for intervention in chosen:
+                activation = intervention.apply(activation)
+            return activation
+
+        return hook
+
+    with model.hooks([(site, at_site(chosen)) for site, chosen in by_site.items()]):
         yield
 
 
-@contextmanager
-def applied_per_row(
-    model: LoadedModel, layer: int, edits: Sequence[Direction | Features | None]
-) -> Iterator[None]:
-    """Every forward inside the block edits row i of its batch at every position with
-    `edits[i]` (None: left as it is): several steering conditions in one batch."""
-    model.check_layer(layer)
-
-    def edit_rows(residual: torch.Tensor, hook: Any = None) -> torch.Tensor:
-        return torch.cat(
-            [
-                part if edit is None else edit.edit(part)
-                for part, edit in zip(residual.split(1), edits, strict=True)
-            ]
-        )
-
-    with model.hooks([(activations.hook_name(layer), edit_rows)]):
-        yield
+def per_row(layer: int, edits: Sequence[Edit | None]) -> list[Intervention]:
+    """Row i of every batch edited at the layer's residual stream by `edits[i]` (None: left
+    as it is): several steering conditions in one batch."""
+    return [
+        Intervention.at(layer, edit, rows=slice(i, i + 1))
+        for i, edit in enumerate(edits)
+        if edit is not None
+    ]
 
 
 @torch.no_grad()

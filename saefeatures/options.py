@@ -16,7 +16,7 @@ from pathlib import Path
 from types import UnionType
 from typing import Literal, Union, get_args, get_origin, get_type_hints
 
-from saefeatures.config import DEFAULT_MODEL, project_data
+from saefeatures.config import DEFAULT_CORPUS, DEFAULT_MODEL, project_data
 from saefeatures.errors import SaefeaturesError
 
 Dtype = Literal["auto", "float32", "bfloat16"]
@@ -91,7 +91,8 @@ def check_layers(layers: Layers | None) -> None:
 
 @dataclass(frozen=True, kw_only=True)
 class Options:
-    """Checks every `Literal` field against its choices; subclasses add their own checks."""
+    """Checks every `Literal` field against its choices and any `seed`; subclasses add their
+    own checks."""
 
     def __post_init__(self) -> None:
         hints = get_type_hints(type(self))
@@ -103,6 +104,9 @@ class Options:
                 raise SaefeaturesError(
                     f"unknown {flag} {value!r}; use one of {', '.join(map(str, choices))}"
                 )
+        seed = getattr(self, "seed", None)
+        if seed is not None and not 0 <= seed < 2**63:  # numpy's and torch's seed range
+            raise SaefeaturesError(f"--seed must be a whole number from 0 to 2**63 - 1, got {seed}")
         self.check()
 
     def check(self) -> None:
@@ -159,8 +163,6 @@ class StoryOptions(Compute):
             raise SaefeaturesError(
                 f"--temperature must be a finite number above 0, got {self.temperature}"
             )
-        if not -(2**63) <= self.seed < 2**63:  # torch's seeds are 64-bit
-            raise SaefeaturesError(f"--seed must fit in 64 bits (|seed| < 2**63), got {self.seed}")
 
     @property
     def planned_per_emotion(self) -> int:
@@ -170,7 +172,7 @@ class StoryOptions(Compute):
 @dataclass(frozen=True, kw_only=True)
 class VectorOptions(Compute):
     model: str = DEFAULT_MODEL
-    corpus: str = "templates"
+    corpus: str = DEFAULT_CORPUS
     emotions: Emotions = DEFAULT_EMOTIONS
     layers: Layers | None = None  # None: every layer
     offset: int | None = None  # pool from this token on; None: the corpus's own offset
@@ -191,7 +193,7 @@ class VectorOptions(Compute):
 @dataclass(frozen=True, kw_only=True)
 class GeometryOptions(Compute):
     model: str = DEFAULT_MODEL
-    corpus: str = "templates"
+    corpus: str = DEFAULT_CORPUS
     ratings: Path | None = None
     strict: bool = False
     resamples: int = 1000
@@ -211,13 +213,12 @@ class AlignOptions(Compute):
     layer: int = 0
     model: str = DEFAULT_MODEL
     sae: str | None = None  # None: every SAE on the layer's residual stream
-    corpus: str = "templates"
+    corpus: str = DEFAULT_CORPUS
     method: Method = "denoised"
     emotions: Emotions | None = None  # None: every emotion with a vector
     top_k: int = 50  # features kept per emotion and method
     k_max: int = 32
     null_samples: int = 1000
-    random_sets: int = 20
     text: str | None = None  # sample text source; None: the SAE's training text
     sample_rows: int = 64
     batch_size: int = 8
@@ -230,7 +231,6 @@ class AlignOptions(Compute):
             ("--top", self.top_k, 1),
             ("--k-max", self.k_max, 1),
             ("--null-samples", self.null_samples, 100),
-            ("--random-sets", self.random_sets, 1),
             ("--sample-rows", self.sample_rows, 0),
             ("--batch-size", self.batch_size, 1),
         ):
@@ -242,7 +242,7 @@ class UmapOptions(Options):
     layer: int = 0
     model: str = DEFAULT_MODEL
     sae: str | None = None  # None: the first SAE on the layer's residual stream
-    corpus: str = "templates"
+    corpus: str = DEFAULT_CORPUS
     method: Method = "denoised"
     top_k: int = 10  # features per emotion, by decoder-cosine rank
     background: int = 1000  # random other features, for context
@@ -282,15 +282,18 @@ class SteerOptions(Compute):
     emotions: Emotions = STEER_EMOTIONS
     scales: tuple[float, ...] = (0.05, 0.1, 0.2, 0.4)  # x the layer's mean residual norm
     gen_scale: float = 0.1  # generations run at this one scale
-    corpus: str = "templates"
+    corpus: str = DEFAULT_CORPUS
     method: Method = "denoised"
     sae: str | None = None
     gen_tokens: int = 24
+    clamp_multiples: tuple[float, ...] = (1.0, 2.0, 4.0)  # x each feature's observed max
+    seed: int = 0  # the random feature sets of the baseline
 
     def check(self) -> None:
         check_emotions(self.emotions)
         check_at_least("--layer", self.layer, 0)
         check_scales("--scales", self.scales)
+        check_scales("--clamp-multiples", self.clamp_multiples)
         check_scales("--gen-scale", (self.gen_scale,))
         check_at_least("--gen-tokens", self.gen_tokens, 1)
 
@@ -317,7 +320,7 @@ class ReadoutOptions(Compute):
     """What every read-out experiment reads, at which level, and how."""
 
     model: str = DEFAULT_MODEL
-    corpus: str = "templates"  # the vectors' and the alignments' corpus
+    corpus: str = DEFAULT_CORPUS  # the vectors' and the alignments' corpus
     emotions: Emotions | None = None  # None: every emotion with a vector
     layers: Layers | None = None  # None: every layer with vectors
     level: Level = "both"
@@ -358,6 +361,13 @@ class QuantityOptions(ReadoutOptions):
     emotions: Emotions | None = QUANTITY_EMOTIONS
     batch_size: int = 16
     prompts: Path | None = None  # None: the shipped corpora/quantity.jsonl
+    headline_layer: int | None = None  # the claim's layer, fixed in advance; None: a third
+    null_directions: int = 200  # random directions (and feature sets) per null
+
+    def check(self) -> None:
+        super().check()
+        check_at_least("--headline-layer", self.headline_layer, 0)
+        check_at_least("--null-directions", self.null_directions, 20)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -370,7 +380,7 @@ class ChoiceOptions(Compute):
     emotions: Emotions = ()
     scales: tuple[float, ...] = (0.1, 0.2)  # x the layer's mean residual norm
     top_k: int = 20  # features per emotion at the feature level
-    corpus: str = "templates"
+    corpus: str = DEFAULT_CORPUS
     method: Method = "denoised"
     sae: str | None = None
     resamples: int = 1000
@@ -489,8 +499,8 @@ class RunOptions(Compute):
     models: tuple[str, ...] = (DEFAULT_MODEL,)
     layers: Layers | None = None  # None: every layer
     emotions: Emotions = DEFAULT_EMOTIONS
-    corpora: tuple[str, ...] = ("templates",)  # the last one is aligned, steered, validated
-    model_stories: bool = True  # an instruct model also writes stories-<model>, read last
+    corpora: tuple[str, ...] = ("templates", DEFAULT_CORPUS)  # the last is aligned, steered...
+    model_stories: bool = False  # an instruct model also writes stories-<model>, read last
     sae_config: str | None = None  # None: the model's preset
     train: bool = True
     sae_tokens: int | None = None
@@ -524,4 +534,4 @@ class RunOptions(Compute):
 @dataclass(frozen=True, kw_only=True)
 class CompareOptions(Options):
     models: tuple[str, ...] | None = None  # None: every model with results
-    corpus: str = "templates"  # the corpus whose geometry is compared
+    corpus: str = DEFAULT_CORPUS  # the corpus whose geometry is compared

@@ -254,19 +254,18 @@ def grouped_bars(
 
 
 def lines(
-    x: Sequence[float],
-    series: dict[str, Sequence[float]],
+    series: dict[str, tuple[Sequence[float], Sequence[float]]],
     title: str,
     labels: tuple[str, str],
     stem: Path,
 ) -> list[Path]:
-    """Several y series over one x, e.g. an effect against the steering scale."""
-    for name, values in series.items():
+    """Several (x, y) series, e.g. an effect against the steering scale."""
+    for name, (x, values) in series.items():
         same_length(x=x, **{name: values})
     figure = Figure(figsize=(7, 4.5), layout="constrained")
     ax = figure.add_subplot()
     interactive = go.Figure()
-    for name, values in series.items():
+    for name, (x, values) in series.items():
         ax.plot(x, values, marker="o", label=name)
         interactive.add_trace(
             go.Scatter(x=list(x), y=list(values), mode="lines+markers", name=name)

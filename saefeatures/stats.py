@@ -7,6 +7,7 @@ and scikit-learn.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -190,3 +191,123 @@ def cosine_matrix(matrix: np.ndarray) -> np.ndarray:
     unit = np.divide(data, norms, out=np.zeros_like(data), where=norms > 0)
     # Rounding can push a self-similarity just past 1; the heatmap scale is fixed to [-1, 1].
     return np.clip(unit @ unit.T, -1.0, 1.0)
+
+
+def weighted_components(
+    matrix: np.ndarray,
+    weights: np.ndarray,
+    n_components: int = 2,
+    tolerance: float = 1e-6,
+    max_iterations: int = 100,
+) -> np.ndarray:
+    """The top principal-component scores of many weightings of the rows at once, the PCA
+    recomputed for each: `weights` `[B, n]` (a bootstrap resample's counts, or 0/1 for a
+    subset) -> `[B, n, n_components]` scores of every row (signs arbitrary; rows of weight
+    0 get the score they would have, which weighted statistics ignore).
+
+    A weighted PCA of rows x_i with weights c_i has the eigenvectors of
+    D^1/2 Gc D^1/2, where Gc is the Gram matrix of the rows centred on their weighted mean
+    and D = diag(c). Block power iteration on it runs every weighting at once, one product
+    with the full Gram matrix per iteration, where a PCA per resample would cost an SVD.
+    Iteration stops when no vector moves by more than `tolerance` (or after
+    `max_iterations`: enough for correlations to a few decimals even when two components
+    are nearly tied).
+    """
+    data = np.asarray(matrix, dtype=float)
+    data = data - data.mean(axis=0)
+    gram = data @ data.T
+    n_weightings, n = weights.shape
+    c = np.asarray(weights, dtype=float)
+    total = c.sum(axis=1)
+    a = (c @ gram) / total[:, None]  # [B, n]: each row's mean Gram entry with the weighted rows
+    q = np.einsum("bn,bn->b", a, c) / total  # the weighted mean's squared norm
+    root = np.sqrt(c)[:, None, :]  # [B, 1, n]
+
+    def centred_gram(y: np.ndarray) -> np.ndarray:  # Gc @ y, vectors in rows: [B, k, n]
+        product = (y.reshape(-1, n) @ gram).reshape(y.shape)
+        sums = y.sum(axis=2, keepdims=True)
+        return (
+            product
+            - np.einsum("bn,bkn->bk", a, y)[..., None]
+            - a[:, None] * sums
+            + (q[:, None, None] * sums)
+        )
+
+    start = np.broadcast_to(pca(data, n_components).scores.T[None], (n_weightings, n_components, n))
+    u = _orthonormal(start * root)
+    for _ in range(max_iterations):
+        new = _orthonormal(root * centred_gram(root * u))
+        moved = np.max(1 - np.abs(np.einsum("bkn,bkn->bk", new, u)))
+        u = new
+        if moved < tolerance:
+            break
+    return centred_gram(root * u).transpose(0, 2, 1)
+
+
+def _orthonormal(rows: np.ndarray) -> np.ndarray:
+    """Gram-Schmidt over the vectors (axis 1) of `[B, k, n]`, each batch on its own."""
+    out = np.zeros_like(rows)
+    for c in range(rows.shape[1]):
+        done = out[:, :c]
+        vector = rows[:, c] - np.einsum(
+            "bkn,bk->bn", done, np.einsum("bkn,bn->bk", done, rows[:, c])
+        )
+        norm = np.linalg.norm(vector, axis=1, keepdims=True)
+        out[:, c] = np.divide(vector, norm, out=np.zeros_like(vector), where=norm > 0)
+    return out
+
+
+def weighted_abs_pearson(x: np.ndarray, y: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """|r| of each row of `x` `[B, n]` with `y` `[n]` under row weights `[B, n]` (a
+    resample's counts: the r of the resampled pairs); NaN where either side is constant."""
+    w = weights / weights.sum(axis=1, keepdims=True)
+    dx = x - np.einsum("bn,bn->b", w, x)[:, None]
+    dy = y[None] - (w @ y)[:, None]
+    covariance = np.einsum("bn,bn,bn->b", w, dx, dy)
+    spread = np.einsum("bn,bn,bn->b", w, dx, dx) * np.einsum("bn,bn,bn->b", w, dy, dy)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.abs(covariance / np.sqrt(spread))
+
+
+def abs_pearson_rows(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """|r| of each row pair, NaN where a row is constant: a PC's sign is arbitrary, so its
+    correlation with a rating is taken after orienting it (see `orient`)."""
+    dx = x - x.mean(axis=-1, keepdims=True)
+    dy = y - y.mean(axis=-1, keepdims=True)
+    denominator = np.sqrt(np.einsum("ij,ij->i", dx, dx) * np.einsum("ij,ij->i", dy, dy))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.abs(np.einsum("ij,ij->i", dx, dy) / denominator)
+
+
+def binomial_upper_p(successes: int, trials: int, rate: float) -> float:
+    """P(X >= successes) for X ~ Binomial(trials, rate): is a share of tests that passed at
+    a nominal rate more than that rate gives by chance?"""
+    if trials < 1 or not 0 <= successes <= trials:
+        raise SaefeaturesError(f"need 0 <= successes <= trials >= 1, got {successes}/{trials}")
+    return float(
+        sum(
+            math.comb(trials, k) * rate**k * (1 - rate) ** (trials - k)
+            for k in range(successes, trials + 1)
+        )
+    )
+
+
+def diagonal_p(
+    matrix: np.ndarray, n_permutations: int = 1000, seed: int = 0
+) -> tuple[float, float]:
+    """Is the diagonal of a square matrix (e.g. each steering emotion's effect on its own
+    word) larger than the rest? The mean diagonal minus the mean off-diagonal, and its
+    upper-tail p from permuting the columns."""
+    data = np.asarray(matrix, dtype=float)
+    n = len(data)
+    if data.shape != (n, n) or n < 3:
+        raise SaefeaturesError(f"need a square matrix of at least 3 x 3, got {data.shape}")
+
+    def gap(m: np.ndarray) -> float:
+        diagonal = np.trace(m) / n
+        return float(diagonal - (m.sum() - np.trace(m)) / (n * n - n))
+
+    observed = gap(data)
+    rng = np.random.default_rng(seed)
+    null = np.array([gap(data[:, rng.permutation(n)]) for _ in range(n_permutations)])
+    return observed, float((1 + np.sum(null >= observed - 1e-12)) / (1 + n_permutations))

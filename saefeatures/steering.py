@@ -4,16 +4,30 @@ features, make the model say that emotion, and write with that valence?
 The replication's test: "How does he feel?" answered with "He feels" (chat-formatted
 for instruct models, plain text for base models), and for each steering emotion, scale
 and target emotion word, the change in the word's log-probability (all of its tokens,
-teacher-forced) against the unsteered model. The feature level adds the emotion's top-k
-features by decoder cosine, weighted by their cosines, pushed as hard as the direction:
-the added vector has the same norm at the same scale. Free generations under steering
-are scored for valence without a model (the VADER word ratings) and with the project's
-own valence axis (PC1 of the emotion vectors, read by the unsteered model).
+teacher-forced) against the unsteered model.
+
+Levels, each the same edit machinery (`interventions`):
+- `direction`: add scale x norm along the emotion's vector.
+- `features`: add the emotion's top-k features by decoder cosine, weighted by their
+  cosines, pushed as hard as the direction (the added vector has the same norm at the
+  same scale). With the SAE's error kept and decoding linear, this steers along a k-sparse
+  approximation of the vector: the SAE's nonlinearity plays no part.
+- `features clamp`: the SAE's own intervention: encode, set each of the top-k features to
+  a multiple (`scale`) of its largest activation observed on the corpus, decode, add the
+  error back. `features ablate` sets them to 0.
+- `random features` and `random clamp`: k features drawn at random (signs at random for
+  adding), under the same edits: the baseline every feature-level effect needs.
+Every edit's `effective_scale` (how far it moved the prompt's residual, in units of the
+layer's mean residual norm) is stored with it, so levels compare at matched residual norm.
+Free generations under steering are scored for valence without a model (the VADER word
+ratings) and with the project's own valence axis (PC1 of the emotion vectors, read by the
+unsteered model).
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -25,13 +39,14 @@ import torch
 from saefeatures import activations, interventions, models, plots, progress, stats
 from saefeatures.corpora import catalog, lexicon
 from saefeatures.errors import SaefeaturesError
-from saefeatures.options import SteerOptions
+from saefeatures.options import SteerOptions, all_emotions
 from saefeatures.sae import loading
 from saefeatures.store.database import Store
 from saefeatures.store.read import aligned_features, read_vectors, saes_at, vectors_at
 
 QUESTION, ANSWER = "How does he feel?", "He feels"
 FEATURE_KS = (1, 5, 20)
+ALL_EMOTIONS = all_emotions()
 
 
 @dataclass(frozen=True)
@@ -120,7 +135,7 @@ def generate(
     generated: list[list[int]] = [[] for _ in edits]
     running = [True] * len(edits)
     cache, step = None, ids
-    with interventions.applied_per_row(model, layer, edits):
+    with interventions.applied(model, interventions.per_row(layer, edits)):
         for _ in range(tokens):
             out = model.hf_model(step, past_key_values=cache, use_cache=True, logits_to_keep=1)
             cache, step = out.past_key_values, out.logits[:, -1].argmax(dim=-1, keepdim=True)
@@ -189,20 +204,74 @@ def feature_levers(
 ) -> list[Lever]:
     """The emotion's top-k decoder-aligned features for each k, pushed as hard as its direction."""
     rows = aligned_features(store, sae_row, corpus, [emotion], max(ks))[emotion]
-    decoder = sae.W_dec.detach().float()
+    return [
+        added("features", emotion, sae, [f for f, _ in rows[:k]], [c for _, c in rows[:k]], norm)
+        for k in ks
+    ]
+
+
+def added(
+    level: str, emotion: str, sae: Any, ids: list[int], signs: list[float], norm: float
+) -> Lever:
+    """Add the features' decoder rows, weighted by `signs`, as hard as a direction push."""
+    weights = torch.tensor(signs, dtype=torch.float32)
+    length = float((weights @ sae.W_dec.detach().float()[ids]).norm())
+
+    def make(scale: float) -> interventions.Features:
+        return interventions.Features(sae, ids, (weights * scale * norm / length).tolist(), "add")
+
+    return Lever(level, emotion, len(ids), make)
+
+
+def clamped(level: str, emotion: str, sae: Any, ids: list[int], peaks: dict[int, float]) -> Lever:
+    """Clamp each feature to `scale` x its largest observed activation (0: ablate it)."""
+
+    def make(scale: float) -> interventions.Features:
+        if scale == 0:
+            return interventions.Features(sae, ids, [0.0] * len(ids), "ablate")
+        return interventions.Features(sae, ids, [scale * peaks[f] for f in ids], "clamp")
+
+    return Lever(level, emotion, len(ids), make)
+
+
+def native_levers(
+    store: Store, sae_row: dict, emotion: str, corpus: str, norm: float, sae: Any, seed: int
+) -> list[Lever]:
+    """Feature-native levers of one emotion (clamp and ablate its top-k features) and the
+    random baseline of every feature lever: k random features added or clamped."""
+    peaks = feature_peaks(store, sae_row["sae_id"])
+    # Only a feature seen firing has a largest activation to clamp to: the top-k are
+    # chosen among those, in alignment order.
+    ranked = aligned_features(store, sae_row, corpus, [emotion], None)[emotion]
+    fired = [feature for feature, _ in ranked if feature in peaks]
+    rng = np.random.default_rng([seed, ALL_EMOTIONS.index(emotion)])
     levers = []
-    for k in ks:
-        chosen = rows[:k]
-        ids = [feature for feature, _ in chosen]
-        weights = torch.tensor([score for _, score in chosen])
-        length = float((weights @ decoder[ids]).norm())
-
-        def make(scale: float, ids=ids, weights=weights, length=length):
-            values = (weights * scale * norm / length).tolist()
-            return interventions.Features(sae, ids, values, "add")
-
-        levers.append(Lever("features", emotion, k, make))
+    for k in FEATURE_KS:
+        top = fired[:k]
+        drawn = rng.choice(sorted(peaks), size=min(k, len(peaks)), replace=False).tolist()
+        levers += [clamped("features clamp", emotion, sae, top, peaks)] if top else []
+        levers += [
+            clamped("random clamp", emotion, sae, drawn, peaks),
+            added(
+                "random features",
+                emotion,
+                sae,
+                drawn,
+                rng.choice([-1.0, 1.0], len(drawn)).tolist(),
+                norm,
+            ),
+        ]
     return levers
+
+
+def feature_peaks(store: Store, sae_id: str) -> dict[int, float]:
+    """Each feature's largest activation on the scanned text (`saefeatures align`), for
+    features that fired."""
+    rows = store.query(
+        "SELECT feature, max_activation FROM features WHERE sae_id = ? AND max_activation > 0",
+        [sae_id],
+    ).to_pylist()
+    return {row["feature"]: float(row["max_activation"]) for row in rows}
 
 
 def direction_lever(emotion: str, vector: np.ndarray, norm: float) -> Lever:
@@ -230,7 +299,7 @@ def steer(store: Store, out: Path, options: SteerOptions) -> dict[str, Any]:
     n_layers = models.shape_of(spec)["n_layers"]
     layer = options.layer if options.layer is not None else round(n_layers / 3)
     layer = activations.select_layers([layer], n_layers, spec.name)[0]
-    scales, gen_scale = list(options.scales), options.gen_scale
+    gen_scale = options.gen_scale
     emotions = list(options.emotions)
     vectors = layer_vectors(store, spec.name, options.corpus, options.method, emotions, layer)
     axis = _valence_axis(store, spec.name, options, layer)
@@ -247,22 +316,17 @@ def steer(store: Store, out: Path, options: SteerOptions) -> dict[str, Any]:
         model = models.load(spec.name, dtype=options.dtype, device=options.device)
         neutral = [p.text for p in catalog.read_corpus(store, "neutral")]
         norm = interventions.mean_residual_norm(model, neutral, [layer])[layer]
-        levers = []
-        if options.level in ("direction", "both"):
-            levers += [direction_lever(e, vectors[e], norm) for e in emotions]
-        if sae_row is not None:
-            sae = loading.read_saelens(Path(sae_row["path"]), options.device)
-            for emotion in emotions:
-                levers += feature_levers(store, sae_row, emotion, options.corpus, norm, sae)
+        levers = _levers(store, options, sae_row, vectors, norm)
         prompt = model.format_prompt(QUESTION, ANSWER)
         batch = word_batch(model, prompt, emotions)
-        rows = _word_rows(model, batch, levers, layer, scales, emotions)
+        rows = _word_rows(model, batch, levers, layer, _scales(options), emotions, norm)
         rows += _generation_rows(model, prompt, levers, layer, gen_scale, axis, options)
         table = pa.Table.from_pylist(
             [{"run_id": run_id, "model": spec.name, "layer": layer, **row} for row in rows]
         )
         store.replace_all([("steering_results", {"model": spec.name, "layer": layer}, table)])
-    figures = _figures(out / "steering" / spec.slug, spec.name, layer, rows, emotions, scales)
+        summary = effects(store, spec.name, layer)
+    figures = _figures(out / "steering" / spec.slug, spec.name, layer, rows, emotions, summary)
     return {
         "run_id": run_id,
         "model": spec.name,
@@ -270,18 +334,70 @@ def steer(store: Store, out: Path, options: SteerOptions) -> dict[str, Any]:
         "norm": norm,
         "sae": sae_row and sae_row["sae_id"],
         "rows": rows,
+        "summary": summary,
         "figures": figures,
     }
 
 
-def _word_rows(model, batch, levers, layer, scales, emotions) -> list[dict[str, Any]]:
+def _scales(options: SteerOptions) -> Callable[[Lever], tuple[float, ...]]:
+    """A lever's scales: multiples of the norm for pushes, of each feature's observed
+    maximum for clamps (0: ablation)."""
+    return lambda lever: (
+        (0.0, *options.clamp_multiples) if "clamp" in lever.level else tuple(options.scales)
+    )
+
+
+def _levers(
+    store: Store, options: SteerOptions, sae_row: dict | None, vectors: dict, norm: float
+) -> list[Lever]:
+    """Every lever of every emotion at the chosen levels."""
+    levers = []
+    if options.level in ("direction", "both"):
+        levers += [direction_lever(e, vectors[e], norm) for e in options.emotions]
+    if sae_row is not None:
+        sae = loading.read_saelens(Path(sae_row["path"]), options.device)
+        for emotion in options.emotions:
+            levers += feature_levers(store, sae_row, emotion, options.corpus, norm, sae)
+            levers += native_levers(
+                store, sae_row, emotion, options.corpus, norm, sae, options.seed
+            )
+    return levers
+
+
+def effects(store: Store, model: str, layer: int) -> list[dict[str, Any]]:
+    """The `steering_effects` view at one model and layer: per level, k and scale."""
+    return store.query(
+        "SELECT level, k, scale, effective_scale, self_effect, other_effect, specificity "
+        "FROM steering_effects WHERE model = ? AND layer = ? ORDER BY level, k, scale",
+        [model, layer],
+    ).to_pylist()
+
+
+def _word_rows(model, batch, levers, layer, scales_of, emotions, norm) -> list[dict[str, Any]]:
+    """Per lever and scale: each target word's change in log P, and how far the edit moved
+    the prompt's residual (`effective_scale`, in units of the layer's mean residual norm)."""
     base = word_logprobs(model, batch)
+    prompt = batch.ids[:1, : batch.prompt_length]
+    mask = torch.ones_like(prompt)
+    residual = activations.harvest(model, {"input_ids": prompt, "attention_mask": mask}, [layer])[
+        layer
+    ]
     rows = []
     for lever in progress.track(levers, "steering word scores"):
-        for scale in scales:
-            intervention = interventions.Intervention(layer, lever.make(scale))
+        for scale in scales_of(lever):
+            edit = lever.make(scale)
+            intervention = interventions.Intervention.at(layer, edit)
             with interventions.applied(model, [intervention]):
                 delta = word_logprobs(model, batch) - base
+            moved = float((edit.edit(residual) - residual).float().norm(dim=-1).mean()) / norm
+            common = {
+                "level": lever.level,
+                "emotion": lever.emotion,
+                "k": lever.k,
+                "scale": scale,
+                "extra": None,
+            }
+            rows.append({**common, "target": None, "metric": "effective_scale", "value": moved})
             rows += [
                 {
                     "level": lever.level,
@@ -300,7 +416,11 @@ def _word_rows(model, batch, levers, layer, scales, emotions) -> list[dict[str, 
 
 def _generation_rows(model, prompt, levers, layer, scale, axis, options) -> list[dict[str, Any]]:
     """One greedy generation per lever at one scale, plus the unsteered one, in one batch."""
-    chosen = [lever for lever in levers if lever.k in (None, max(FEATURE_KS))]
+    chosen = [
+        lever
+        for lever in levers
+        if lever.level in ("direction", "features") and lever.k in (None, max(FEATURE_KS))
+    ]
     runs = [("none", "none", None, 0.0)] + [
         (lever.level, lever.emotion, lever.k, scale) for lever in chosen
     ]
@@ -332,69 +452,64 @@ def _generation_rows(model, prompt, levers, layer, scale, axis, options) -> list
     return rows
 
 
-def _figures(folder, model, layer, rows, emotions, scales) -> list[str]:
-    """Self effect per level, cross-emotion heatmaps and effect by scale, from the rows."""
+def _figures(folder, model, layer, rows, emotions, summary) -> list[str]:
+    """Self effect per level at the smallest direction scale, cross-emotion heatmaps there,
+    and the self effect against the effective scale of every level (matched residual norm)."""
     valence = [catalog.load_ratings().valence.get(e, 0.0) for e in emotions]
-    top = max(scales)
     effect = {
         (r["level"], r["k"], r["emotion"], r["target"], r["scale"]): r["value"]
         for r in rows
         if r["metric"] == "delta_logprob"
     }
-    levels = sorted({key[:2] for key in effect}, key=lambda g: (g[0], g[1] or 0))
-    names = {g: g[0] if g[1] is None else f"top-{g[1]} features" for g in levels}
+    low = min(r["scale"] for r in rows if r["level"] == "direction" or r["level"] == "features")
+    shown = sorted({key[:2] for key in effect if key[4] == low}, key=lambda g: (g[0], g[1] or 0))
+    names = {g: g[0] if g[1] is None else f"{g[0]}, k={g[1]}" for g in shown}
     title = f"{model} · layer {layer}"
     written = plots.grouped_bars(
         emotions,
-        {names[g]: [effect[(*g, e, e, top)] for e in emotions] for g in levels},
-        f"{title}: self-steering effect at scale {top}",
+        {names[g]: [effect[(*g, e, e, low)] for e in emotions] for g in shown},
+        f"{title}: self-steering effect at scale {low}",
         "Δ log P(own word)",
         folder / "self_effect",
     )
-    for g in levels:
-        matrix = np.array([[effect[(*g, e, t, top)] for t in emotions] for e in emotions])
+    for g in (g for g in shown if g[0] in ("direction", "features")):
+        matrix = np.array([[effect[(*g, e, t, low)] for t in emotions] for e in emotions])
         written += plots.emotion_heatmap(
             emotions,
             matrix,
             valence,
-            f"{title}: {names[g]}, scale {top} (rows steer, columns are words)",
-            folder / f"cross_{names[g].replace(' ', '_')}",
+            f"{title}: {names[g]}, scale {low} (rows steer, columns are words)",
+            folder / f"cross_{names[g].replace(' ', '_').replace(',', '')}",
             "Δ log P(word)",
         )
+    curves: dict[str, tuple[list[float], list[float]]] = {}
+    for row in summary:
+        name = row["level"] if row["k"] is None else f"{row['level']}, k={row['k']}"
+        x, y = curves.setdefault(name, ([], []))
+        x.append(row["effective_scale"])
+        y.append(row["self_effect"])
     written += plots.lines(
-        scales,
-        {
-            names[g]: [np.mean([effect[(*g, e, e, s)] for e in emotions]) for s in scales]
-            for g in levels
-        },
-        f"{title}: mean self effect",
-        ("scale (x mean residual norm)", "mean Δ log P(own word)"),
+        curves,
+        f"{title}: mean self effect against how far each edit moved the residual",
+        ("effective scale (|Δ residual| / mean residual norm)", "mean Δ log P(own word)"),
         folder / "effect_by_scale",
     )
     return [str(path) for path in written]
 
 
-def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per level and scale: mean self effect, mean effect on other words, and their gap."""
-    words = [r for r in rows if r["metric"] == "delta_logprob"]
-    groups = sorted(
-        {(r["level"], r["k"], r["scale"]) for r in words}, key=lambda g: (g[0], g[1] or 0, g[2])
-    )
-    summary = []
-    for level, k, scale in groups:
-        chosen = [r for r in words if (r["level"], r["k"], r["scale"]) == (level, k, scale)]
-        own = [r["value"] for r in chosen if r["emotion"] == r["target"]]
-        other = [r["value"] for r in chosen if r["emotion"] != r["target"]]
-        summary.append(
-            {
-                "level": level if k is None else f"top-{k} features",
-                "scale": scale,
-                "self Δ log P": np.mean(own),
-                "other words Δ log P": np.mean(other),
-                "specificity": np.mean(own) - np.mean(other),
-            }
-        )
-    return summary
+def summarize(summary: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """What the command line prints from the `steering_effects` rows."""
+    return [
+        {
+            "level": row["level"] if row["k"] is None else f"{row['level']}, k={row['k']}",
+            "scale": row["scale"],
+            "effective scale": row["effective_scale"],
+            "self Δ log P": row["self_effect"],
+            "other words Δ log P": row["other_effect"],
+            "specificity": row["specificity"],
+        }
+        for row in summary
+    ]
 
 
 def examples(rows: list[dict[str, Any]]) -> list[list[Any]]:

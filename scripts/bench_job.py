@@ -74,7 +74,7 @@ def generation(model: models.LoadedModel, tokens: int = 24) -> tuple[float, floa
 def _one_row(model, prompt, tokens, layer, edit) -> list[int]:
     ids = model.encode([prompt], chat_formatted=True)["input_ids"]
     start = ids.shape[1]
-    steered = [] if edit is None else [interventions.Intervention(layer, edit)]
+    steered = [] if edit is None else [interventions.Intervention.at(layer, edit)]
     with interventions.applied(model, steered):
         for _ in range(tokens):
             following = model.bridge(ids)[0, -1].argmax()

@@ -221,3 +221,20 @@ def test_cosine_matrix_by_hand() -> None:
         ]
     )
     np.testing.assert_allclose(stats.cosine_matrix(matrix), expected, atol=1e-12)
+
+
+def test_binomial_upper_p_equals_scipy():
+    from scipy.stats import binom
+
+    for k, n, rate in ((0, 10, 0.05), (3, 30, 0.01), (12, 30, 0.25), (30, 30, 0.5)):
+        assert stats.binomial_upper_p(k, n, rate) == pytest.approx(binom.sf(k - 1, n, rate))
+
+
+def test_diagonal_p_finds_a_planted_diagonal_and_not_noise():
+    rng = np.random.default_rng(0)
+    planted = rng.normal(size=(8, 8)) + 3 * np.eye(8)
+    gap, p = stats.diagonal_p(planted, 500, seed=1)
+    direct = np.trace(planted) / 8 - (planted.sum() - np.trace(planted)) / 56
+    assert gap == pytest.approx(direct) and p < 0.01
+    rejected = [stats.diagonal_p(rng.normal(size=(8, 8)), 200, seed=s)[1] < 0.05 for s in range(40)]
+    assert np.mean(rejected) <= 0.125

@@ -37,9 +37,9 @@ def _logits(model, ids, edits=()) -> torch.Tensor:
 IDS = torch.tensor([[5, 60, 61, 62, 70, 71, 80, 81, 82, 83]])
 
 
-@pytest.mark.parametrize("mode", ["add", "clamp"])
+@pytest.mark.parametrize("mode", ["add", "clamp", "ablate"])
 def test_an_empty_feature_intervention_is_the_clean_model(tiny, sae, mode):
-    empty = interventions.Intervention(LAYER, interventions.Features(sae, [], [], mode))
+    empty = interventions.Intervention.at(LAYER, interventions.Features(sae, [], [], mode))
     clean = _logits(tiny, IDS)
     assert (_logits(tiny, IDS, [empty]) - clean).abs().max() <= 1e-5
     # Without the error term the SAE's reconstruction loss would change the output.
@@ -63,15 +63,27 @@ def test_clamp_sets_the_feature_activation(sae):
     torch.testing.assert_close(edited - x, (9.0 - old)[..., None] * sae.W_dec[5], atol=1e-4, rtol=0)
 
 
-def test_direction_push_has_the_requested_length_on_chosen_positions():
-    residual = torch.zeros(1, 6, 8)
+def test_ablating_a_feature_removes_its_decoder_row(sae):
+    x = torch.randn(1, 4, 64)
+    old = sae.encode(x)[..., 5]
+    edited = interventions.Features(sae, [5], [0.0], "ablate").edit(x)
+    torch.testing.assert_close(edited - x, -old[..., None] * sae.W_dec[5], atol=1e-4, rtol=0)
+
+
+def test_direction_push_has_the_requested_length_on_chosen_rows():
+    residual = torch.zeros(3, 6, 8)
     direction = interventions.Direction(torch.ones(8) * 3, scale=0.5, norm=4.0)
-    prompt_only = interventions.Intervention(1, direction, positions="prompt", prompt_length=4)
-    pushed = prompt_only.hook(residual)
-    assert torch.allclose(pushed[0, :4].norm(dim=-1), torch.full((4,), 2.0))
-    assert pushed[0, 4:].abs().max() == 0
-    generated = interventions.Intervention(1, direction, positions="generated", prompt_length=4)
-    assert generated.hook(residual)[0, :4].abs().max() == 0
+    middle = interventions.Intervention.at(1, direction, rows=slice(1, 2))
+    pushed = middle.apply(residual)
+    assert torch.allclose(pushed[1].norm(dim=-1), torch.full((6,), 2.0))
+    assert pushed[0].abs().max() == 0 and pushed[2].abs().max() == 0
+
+
+def test_a_patch_puts_values_at_its_positions_and_head():
+    z = torch.zeros(2, 5, 3, 4)
+    patch = interventions.Patch(torch.ones(2, 4), [1, 3], head=2)
+    done = interventions.Intervention("blocks.0.attn.hook_z", patch).apply(z)
+    assert done[:, [1, 3], 2].eq(1).all() and done.sum() == 2 * 2 * 4
 
 
 def test_a_planted_direction_raises_its_word(tiny):
@@ -81,7 +93,7 @@ def test_a_planted_direction_raises_its_word(tiny):
     target = tiny.tokenizer(" x", add_special_tokens=False)["input_ids"][-1]
     unembed = tiny.hf_model.get_output_embeddings().weight[target].detach()
     base = steering.word_logprobs(tiny, batch)
-    push = interventions.Intervention(3, interventions.Direction(unembed, 2.0, 10.0))
+    push = interventions.Intervention.at(3, interventions.Direction(unembed, 2.0, 10.0))
     with interventions.applied(tiny, [push]):
         delta = steering.word_logprobs(tiny, batch) - base
     assert delta[0] > 1.0 and delta[0] > delta[1] + 1.0
@@ -93,7 +105,7 @@ def test_word_logprobs_equal_a_direct_computation(tiny, steered):
     prompt = tiny.format_prompt(steering.QUESTION, steering.ANSWER)
     batch = steering.word_batch(tiny, prompt, ["calm", "ok"])
     push = torch.randn(64, generator=torch.Generator().manual_seed(3))
-    edits = [interventions.Intervention(LAYER, interventions.Direction(push, 2.0, 10.0))]
+    edits = [interventions.Intervention.at(LAYER, interventions.Direction(push, 2.0, 10.0))]
     edits = edits if steered else []
     for row, word in enumerate(["calm", "ok"]):
         ids = tiny.encode([prompt + " " + word])["input_ids"]
@@ -111,7 +123,7 @@ def _greedy_alone(model, prompt, tokens, edit) -> list[int]:
     """One row, the whole sequence recomputed each step: what `generate` must equal."""
     ids = model.encode([prompt], chat_formatted=True)["input_ids"]
     start = ids.shape[1]
-    steering_edits = [] if edit is None else [interventions.Intervention(LAYER, edit)]
+    steering_edits = [] if edit is None else [interventions.Intervention.at(LAYER, edit)]
     with interventions.applied(model, steering_edits), torch.no_grad():
         for _ in range(tokens):
             following = model.bridge(ids)[0, -1].argmax()
@@ -154,6 +166,46 @@ def _digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def test_only_features_seen_firing_are_clamped(tmp_path, sae):
+    """Clamping sets a feature to a multiple of its largest observed activation: a top
+    aligned feature that never fired has none, so the clamp lever takes the next that did."""
+    aligned = [3, 5, 7, 9]
+    with Store(tmp_path / "w.duckdb") as store:
+        store.insert(
+            "alignments",
+            {
+                "run_id": ["r"] * 4,
+                "model": ["m"] * 4,
+                "sae_id": ["s"] * 4,
+                "layer": [LAYER] * 4,
+                "corpus": ["c"] * 4,
+                "emotion": ["happy"] * 4,
+                "method": ["decoder_cosine"] * 4,
+                "feature": aligned,
+                "score": [0.9, 0.8, 0.7, 0.6],
+                "rank": [1, 2, 3, 4],
+            },
+        )
+        fired = {5: 2.0, 9: 4.0, 11: 1.0, 12: 3.0}
+        store.insert(
+            "features",
+            {
+                "run_id": ["r"] * 5,
+                "sae_id": ["s"] * 5,
+                "feature": [*fired, 3],
+                "max_activation": [*fired.values(), 0.0],
+            },
+        )
+        row = {"sae_id": "s", "layer": LAYER}
+        levers = steering.native_levers(store, row, "happy", "c", 1.0, sae, seed=0)
+    clamps = {lever.k: lever for lever in levers if lever.level == "features clamp"}
+    assert sorted(clamps) == [1, 2]  # k = 1, and k = 5 and 20 cut to the 2 that fired
+    edit = clamps[1].make(2.0)
+    assert (list(edit.features), list(edit.values)) == ([5], [4.0])
+    randoms = [lever for lever in levers if lever.level == "random clamp"]
+    assert all(set(lever.make(1.0).features) <= set(fired) for lever in randoms)
+
+
 def test_steer_through_the_cli(tmp_path, tiny_llama_dir):
     env = {"SAEFEATURES_DB": str(tmp_path / "w.duckdb"), "SAEFEATURES_OUT": str(tmp_path / "o")}
     model = ("--model", str(tiny_llama_dir))
@@ -169,6 +221,7 @@ def test_steer_through_the_cli(tmp_path, tiny_llama_dir):
         ).to_pylist()
     assert counts == [
         {"metric": "delta_logprob", "n": 3 * 2 * 3},  # steering emotions x scales x words
+        {"metric": "effective_scale", "n": 3 * 2},  # how far each push moved the residual
         {"metric": "generation_axis_valence", "n": 4},  # unsteered + 3 emotions
         {"metric": "generation_lexicon_valence", "n": 4},
     ]

@@ -120,3 +120,20 @@ def write_pairs(path: Path, lines: list[dict | str]) -> Path:
         "\n".join(line if isinstance(line, str) else json.dumps(line) for line in lines) + "\n"
     )
     return path
+
+
+def model_row(name: str, n_layers: int) -> dict:
+    """A `models` row for hand-made store rows: the views read a model's depth from it."""
+    return {
+        "model": name,
+        "source": "hand-made",
+        "reference": name,
+        "architecture": "llama",
+        "n_layers": n_layers,
+        "d_model": 8,
+        "n_heads": 2,
+        "n_kv_heads": 2,
+        "d_vocab": 259,
+        "is_chat": False,
+        "dtype": "float32",
+    }

@@ -35,6 +35,7 @@ METHODS = ("decoder_cosine", "omp", "mean_diff", "auroc")
 SAMPLE_CORPUS = "text-sample"
 AGREEMENT_TOP = 10
 NULL_SHUFFLES = 100  # label shuffles for the data-shaped null (x emotions vectors each)
+OMP_NULL_CURVES = 100  # OMP fits of shuffled-label contrasts: OMP's baseline
 
 
 @dataclass(frozen=True)
@@ -108,45 +109,50 @@ def check_inputs(store: Store, options: AlignOptions) -> Inputs:
 class EmotionResult:
     ranked: dict[str, tuple[np.ndarray, np.ndarray]]  # method -> (features, scores)
     omp_r2: np.ndarray
-    random_r2: np.ndarray
     summary: dict[str, float]
 
 
 def align_emotion(
     vector: np.ndarray,
     decoder: np.ndarray,
-    passage_mean: np.ndarray,
-    max_ranks: np.ndarray,
-    residual_mean: np.ndarray,
+    passages: Passages,
     labels: np.ndarray,
+    omp_null: np.ndarray,
     options: AlignOptions,
 ) -> EmotionResult:
     """Every method for one emotion; `labels` mark its passages among the scanned ones.
 
-    `max_ranks` are the column ranks of each passage's max activation per feature.
+    The claims it supports are against shuffled-label nulls: its best decoder cosine and
+    OMP fit against those of contrasts built with shuffled labels (`omp_null`), its best
+    single feature's AUROC chosen on one half of the passages and scored on the other.
     """
     cosines = measures.decoder_cosines(vector, decoder)
     path = measures.omp(vector, decoder, options.k_max)
-    random_r2 = measures.random_set_r2(
-        vector, decoder, options.k_max, options.random_sets, options.seed
+    mean_diff = measures.mean_difference(passages.mean, labels)
+    auroc = measures.auroc_from_ranks(passages.max_ranks, labels)
+    heldout = measures.heldout_feature_auroc(
+        passages.max, labels, passages.chooser, seed=options.seed
     )
-    mean_diff = measures.mean_difference(passage_mean, labels)
-    auroc = measures.auroc_from_ranks(max_ranks, labels)
     by_value = {"mean_diff": mean_diff, "auroc": auroc}
     ranked = {"decoder_cosine": measures.top_by_abs(cosines, options.top_k)}
     ranked["omp"] = (path.features, path.coefficients)
     for method, values in by_value.items():
         order = np.argsort(-values, kind="stable")[: options.top_k]
         ranked[method] = (order, values[order])
+    k = options.k_max
     summary = {
         "best_abs_cos": float(np.abs(cosines).max()),
         "best_cos_feature": float(ranked["decoder_cosine"][0][0]),
         "omp_r2_k1": float(path.r2[0]),
-        f"omp_r2_k{options.k_max}": float(path.r2[-1]),
-        f"random_r2_k{options.k_max}": float(random_r2[-1]),
+        f"omp_r2_k{k}": float(path.r2[-1]),
+        f"shuffled_omp_r2_k{k}_p99": float(np.quantile(omp_null[:, -1], 0.99)),
+        "omp_exceeds_shuffled": float(path.r2[-1] > np.quantile(omp_null[:, -1], 0.99)),
         "best_mean_diff": float(mean_diff.max()),
         "best_feature_auroc": float(auroc.max()),
-        "probe_auroc": measures.logistic_probe_auroc(residual_mean, labels, options.seed),
+        "heldout_feature_auroc": heldout["auroc"],
+        "heldout_feature_auroc_p": heldout["p_value"],
+        "noise_max_feature_auroc": heldout["noise_max"],
+        "probe_auroc": measures.logistic_probe_auroc(passages.residual, labels, options.seed),
     }
     omp_scores = np.zeros(len(decoder))
     omp_scores[path.features] = path.coefficients
@@ -155,7 +161,28 @@ def align_emotion(
     for a, b in combinations(METHODS, 2):
         summary[f"overlap@{top}:{a}~{b}"] = measures.top_overlap(ranked[a][0], ranked[b][0], top)
         summary[f"spearman:{a}~{b}"] = stats.spearman(full[a], full[b])
-    return EmotionResult(ranked, path.r2, random_r2, summary)
+    return EmotionResult(ranked, path.r2, summary)
+
+
+@dataclass(frozen=True)
+class Passages:
+    """The scanned passages as every emotion's methods read them."""
+
+    mean: np.ndarray  # [n, d_sae] mean activation per passage
+    max: np.ndarray  # [n, d_sae] max activation per passage
+    max_ranks: np.ndarray  # column ranks of `max`, computed once per SAE
+    residual: np.ndarray  # [n, d] mean residual per passage
+    chooser: np.ndarray  # [n] bool: the half that chooses the held-out AUROC's feature
+
+
+def chooser_half(labels: np.ndarray, seed: int) -> np.ndarray:
+    """Half of each emotion's passages, seeded: where features are chosen, the rest scored."""
+    rng = np.random.default_rng(seed)
+    chooser = np.zeros(len(labels), dtype=bool)
+    for emotion in np.unique(labels):
+        own = rng.permutation(np.flatnonzero(labels == emotion))
+        chooser[own[: (len(own) + 1) // 2]] = True
+    return chooser
 
 
 def _result_tables(
@@ -179,8 +206,8 @@ def _result_tables(
                 )
         metrics = {
             **result.summary,
-            **nulls,
-            "exceeds_null": float(result.summary["best_abs_cos"] > nulls["empirical_null_p99"]),
+            **{name: value for name, value in nulls.items() if name != "omp_curves"},
+            "exceeds_random_p99": float(result.summary["best_abs_cos"] > nulls["random_p99"]),
             "exceeds_shuffled_null": float(
                 result.summary["best_abs_cos"] > nulls["shuffled_null_p99"]
             ),
@@ -189,7 +216,8 @@ def _result_tables(
             {**common, "emotion": emotion, "metric": name, "value": value}
             for name, value in metrics.items()
         ]
-        for curve, values in (("omp", result.omp_r2), ("random", result.random_r2)):
+        shuffled = nulls["omp_curves"].mean(axis=0)
+        for curve, values in (("omp", result.omp_r2), ("shuffled", shuffled)):
             curves += [
                 {**common, "emotion": emotion, "curve": curve, "k": k + 1, "r2": float(r2)}
                 for k, r2 in enumerate(values)
@@ -233,33 +261,30 @@ def _align_sae(
     """One SAE's tables (as store replacements) and its headline."""
     decoder = sae.W_dec.detach().float().cpu().numpy()
     corpus_scan, kept, labels = scans[options.corpus], context["kept"], context["labels"]
+    contrasts = list(
+        measures.shuffled_contrasts(
+            corpus_scan.residual_mean[kept], labels, NULL_SHUFFLES, options.seed, context["removed"]
+        )
+    )
     nulls = {
-        "analytic_null": measures.analytic_null_max_cos(*decoder.shape),
-        "empirical_null_p99": measures.empirical_null_max_cos(
+        "shuffled_null_p99": measures.shuffled_label_null_max_cos(contrasts, decoder),
+        "random_p99": measures.empirical_null_max_cos(
             decoder, options.null_samples, 0.99, options.seed
         ),
-        "shuffled_null_p99": measures.shuffled_label_null_max_cos(
-            corpus_scan.residual_mean[kept],
-            labels,
-            decoder,
-            NULL_SHUFFLES,
-            0.99,
-            options.seed,
-            context["removed"],
+        "omp_curves": measures.shuffled_label_null_omp(
+            contrasts, decoder, options.k_max, OMP_NULL_CURVES, options.seed
         ),
     }
     own = corpus_scan.per_sae[index]
-    max_ranks = measures.column_ranks(own.passage_max[kept])
+    passages = Passages(
+        own.passage_mean[kept],
+        own.passage_max[kept],
+        measures.column_ranks(own.passage_max[kept]),
+        corpus_scan.residual_mean[kept],
+        context["chooser"],
+    )
     results = [
-        align_emotion(
-            vector,
-            decoder,
-            own.passage_mean[kept],
-            max_ranks,
-            corpus_scan.residual_mean[kept],
-            labels == emotion,
-            options,
-        )
+        align_emotion(vector, decoder, passages, labels == emotion, nulls["omp_curves"], options)
         for emotion, vector in zip(inputs.emotions, inputs.vectors, strict=True)
     ]
     sae_id = row["sae_id"]
@@ -372,6 +397,7 @@ def align(store: Store, options: AlignOptions) -> dict[str, Any]:
             "kept": kept,
             "emotions": np.array([p.emotion for p in passages]),
             "labels": np.array([p.emotion for p in passages])[kept],
+            "chooser": chooser_half(np.array([p.emotion for p in passages])[kept], options.seed),
             "strings": tables.token_strings(model, every_sequence),
             "n_tokens": sum(s.n_tokens for s in scans.values()),
             "removed": _denoising_basis(store, model, inputs, options),
@@ -407,30 +433,34 @@ def align(store: Store, options: AlignOptions) -> dict[str, Any]:
 def _headline(
     sae_id: str, emotions: list[str], results: list[EmotionResult], nulls: dict, k: int
 ) -> dict[str, Any]:
-    """What the CLI prints: per emotion, best |cos| against the nulls, R², AUROCs."""
+    """What the CLI prints: per emotion, the claims against their shuffled-label nulls
+    (best |cos|, OMP R², held-out feature AUROC) and what is only descriptive."""
     per_emotion = [
         {
             "emotion": emotion,
             "best |cos|": r.summary["best_abs_cos"],
             "feature": int(r.summary["best_cos_feature"]),
-            "> p99 null": r.summary["best_abs_cos"] > nulls["empirical_null_p99"],
-            "> shuffled p99": r.summary["best_abs_cos"] > nulls["shuffled_null_p99"],
-            "R² k=1": r.omp_r2[0],
+            "> shuffled p99": bool(r.summary["best_abs_cos"] > nulls["shuffled_null_p99"]),
             f"R² k={k}": r.omp_r2[-1],
-            f"random R² k={k}": r.random_r2[-1],
-            "best feature AUROC": r.summary["best_feature_auroc"],
+            "> shuffled OMP p99": bool(r.summary["omp_exceeds_shuffled"]),
+            "held-out feature AUROC": r.summary["heldout_feature_auroc"],
+            "p": r.summary["heldout_feature_auroc_p"],
             "probe AUROC": r.summary["probe_auroc"],
+            "> random p99": bool(r.summary["best_abs_cos"] > nulls["random_p99"]),
         }
         for emotion, r in zip(emotions, results, strict=True)
     ]
-    exceeding = np.mean([row["> p99 null"] for row in per_emotion])
-    exceeding_shuffled = np.mean([row["> shuffled p99"] for row in per_emotion])
+    share = lambda key: float(np.mean([row[key] for row in per_emotion]))  # noqa: E731
     return {
         "sae_id": sae_id,
-        "nulls": nulls,
-        "fraction_above_null": float(exceeding),
-        "fraction_above_shuffled_null": float(exceeding_shuffled),
+        "nulls": {name: v for name, v in nulls.items() if name != "omp_curves"},
+        "fraction_above_shuffled_null": share("> shuffled p99"),
+        "fraction_omp_above_shuffled": share("> shuffled OMP p99"),
+        "fraction_heldout_auroc_p05": float(
+            np.mean([r.summary["heldout_feature_auroc_p"] < 0.05 for r in results])
+        ),
+        "fraction_above_random": share("> random p99"),
         "mean_omp_r2": np.mean([r.omp_r2 for r in results], axis=0),
-        "mean_random_r2": np.mean([r.random_r2 for r in results], axis=0),
+        "mean_shuffled_omp_r2": nulls["omp_curves"].mean(axis=0),
         "per_emotion": per_emotion,
     }

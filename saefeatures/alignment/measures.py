@@ -7,6 +7,7 @@ computation. Decoders are (N features, d) with one feature direction per row.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -114,17 +115,6 @@ def top_by_abs(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     return indices, values[indices]
 
 
-def analytic_null_max_cos(n_features: int, d: int) -> float:
-    """Approximate expected max |cos| of a random direction against N random ones in d dims.
-
-    sqrt(2 ln N / d) is the leading-order extreme-value approximation (cosines ~ N(0, 1/d));
-    it is a quick yardstick, not a test: use `empirical_null_max_cos` for a threshold.
-    """
-    if n_features < 1 or d < 1:
-        raise SaefeaturesError(f"need n_features >= 1 and d >= 1, got {n_features} and {d}")
-    return float(np.sqrt(2 * np.log(n_features) / d))
-
-
 def empirical_null_max_cos(
     decoder: np.ndarray, n_samples: int = 1000, quantile: float = 0.99, seed: int = 0
 ) -> float:
@@ -151,45 +141,55 @@ def empirical_null_max_cos(
     return float(np.quantile(maxima, quantile))
 
 
-def shuffled_label_null_max_cos(
+def shuffled_contrasts(
     means: np.ndarray,
     labels: np.ndarray,
-    decoder: np.ndarray,
-    n_shuffles: int = 100,
-    quantile: float = 0.99,
+    n_shuffles: int,
     seed: int = 0,
     removed: np.ndarray | None = None,
-) -> float:
-    """The `quantile` of best |cos| for contrast vectors built with shuffled emotion labels.
-
-    A stricter null than random unit vectors: shuffled contrasts live in the same
-    subspace as real passage means (where an SAE's decoder rows concentrate), so an
-    emotion vector beating them aligns with features because of its emotion, not
-    because it is a direction in the data. `means` are (n_passages, d) pooled residuals;
-    `removed` (orthonormal rows) is projected out of every contrast, as denoising does to
-    the real vectors, so that both are compared in the same subspace.
-    """
-    data, rows = _matrix(means, "means"), _matrix(decoder, "decoder")
+) -> Iterator[np.ndarray]:
+    """Contrast vectors `[emotions, d]` (unit rows) built with the emotion labels shuffled,
+    `n_shuffles` times: vectors from the same passages and the same recipe as the real
+    ones (means per label minus their mean, `removed` rows projected out as denoising
+    does), carrying no emotion. They are the null of every alignment claim: a direction in
+    the data's subspace, where an SAE's decoder rows concentrate, aligns with features
+    whether or not it means anything."""
+    data = _matrix(means, "means")
     names, index = np.unique(np.asarray(labels), return_inverse=True)
     if len(data) != len(index) or len(names) < 2:
         raise SaefeaturesError("need one label per passage and at least two emotions")
     if n_shuffles < 1:
         raise SaefeaturesError(f"n_shuffles must be at least 1, got {n_shuffles}")
-    unit = _unit_rows(rows)
     rng = np.random.default_rng(seed)
     counts = np.bincount(index, minlength=len(names))[:, None]
-    best = []
     for _ in range(n_shuffles):
-        shuffled = rng.permutation(index)
         per_emotion = np.zeros((len(names), data.shape[1]))
-        np.add.at(per_emotion, shuffled, data)
+        np.add.at(per_emotion, rng.permutation(index), data)
         contrasts = per_emotion / counts
         contrasts -= contrasts.mean(axis=0, keepdims=True)
         if removed is not None:
             contrasts -= (contrasts @ removed.T) @ removed
-        contrasts /= np.linalg.norm(contrasts, axis=1, keepdims=True)
-        best.append(np.abs(contrasts.astype(unit.dtype) @ unit.T).max(axis=1))
+        yield contrasts / np.linalg.norm(contrasts, axis=1, keepdims=True)
+
+
+def shuffled_label_null_max_cos(
+    contrasts: Iterable[np.ndarray], decoder: np.ndarray, quantile: float = 0.99
+) -> float:
+    """The `quantile` of best |cos| with the decoder rows over shuffled-label contrasts."""
+    unit = _unit_rows(_matrix(decoder, "decoder"))
+    best = [np.abs(c.astype(unit.dtype) @ unit.T).max(axis=1) for c in contrasts]
     return float(np.quantile(np.concatenate(best), quantile))
+
+
+def shuffled_label_null_omp(
+    contrasts: Iterable[np.ndarray], decoder: np.ndarray, k_max: int, n_curves: int, seed: int
+) -> np.ndarray:
+    """`[curves, k_max]` OMP R²(k) curves of shuffled-label contrasts (`n_curves` of them,
+    drawn at random): the baseline of OMP's greedy fit, which finds some k features that
+    explain any direction in the data's subspace well."""
+    pool = np.concatenate(list(contrasts))
+    chosen = np.random.default_rng(seed).choice(len(pool), min(n_curves, len(pool)), replace=False)
+    return np.stack([omp(pool[i], decoder, k_max).r2 for i in chosen])
 
 
 def _fit(v: np.ndarray, columns: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
@@ -222,29 +222,6 @@ def omp(vector: np.ndarray, decoder: np.ndarray, k_max: int = 32) -> OmpResult:
         columns = _unit_rows(rows[features[: step + 1]].astype(float)).T
         coefficients, residual, r2[step] = _fit(v, columns)
     return OmpResult(features=features, coefficients=coefficients, r2=r2)
-
-
-def random_set_r2(
-    vector: np.ndarray, decoder: np.ndarray, k_max: int = 32, n_sets: int = 20, seed: int = 0
-) -> np.ndarray:
-    """Mean R²(k) of least-squares fits on random feature sets: the baseline for OMP.
-
-    Any k directions explain about k/d of a random vector, so OMP's curve only means
-    something above this one. Each set grows by one random feature per k (nested sets),
-    so one QR per set gives the whole curve: the first k columns of Q span the first k
-    features, and R²(k) is the share of |v|² in their span.
-    """
-    v, rows = _direction_and_decoder(vector, decoder)
-    _check_k_max(k_max, rows)
-    if n_sets < 1:
-        raise SaefeaturesError(f"n_sets must be at least 1, got {n_sets}")
-    rng = np.random.default_rng(seed)
-    curves = np.empty((n_sets, k_max))
-    for s in range(n_sets):
-        chosen = rng.choice(len(rows), size=k_max, replace=False)
-        q, _ = np.linalg.qr(rows[chosen].astype(float).T)
-        curves[s] = np.cumsum((q.T @ v) ** 2) / (v @ v)
-    return curves.mean(axis=0)
 
 
 def auroc(scores: np.ndarray, labels: np.ndarray) -> float:
@@ -295,15 +272,6 @@ def auroc_from_ranks(ranks: np.ndarray, labels: np.ndarray) -> np.ndarray:
     return u / (n_pos * n_neg)
 
 
-def auroc_per_feature(activations: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """AUROC of every feature's activation (n_passages, N) for the labels.
-
-    Same Mann-Whitney formula as `auroc`, vectorised: a Python loop over 16k features
-    would dominate the alignment stage.
-    """
-    return auroc_from_ranks(column_ranks(activations), labels)
-
-
 def mean_difference(activations: np.ndarray, labels: np.ndarray) -> np.ndarray:
     """Mean activation over positive passages minus over the rest, per feature.
 
@@ -331,6 +299,42 @@ def top_overlap(a_ids: np.ndarray, b_ids: np.ndarray, k: int = 10) -> float:
             raise SaefeaturesError(f"{name} repeats a feature in its top {k}")
         tops.append(set(top))
     return len(tops[0] & tops[1]) / k
+
+
+def heldout_feature_auroc(
+    activations: np.ndarray,
+    labels: np.ndarray,
+    chooser: np.ndarray,
+    permutations: int = 1000,
+    seed: int = 0,
+) -> dict[str, float]:
+    """The best feature chosen on the `chooser` passages, scored on the others.
+
+    The largest AUROC over thousands of features is high on noise alone; a feature chosen
+    on one half and scored on the other is not, and its p comes from permuting the scored
+    half's labels. `noise_max` is the largest AUROC over features on the chooser half
+    with its labels shuffled: what the in-sample maximum reaches by chance.
+    """
+    values = _matrix(activations, "activations")
+    positive = _labels(labels, len(values))
+    choose, score = np.asarray(chooser, bool), ~np.asarray(chooser, bool)
+    for part, name in ((choose, "choosing"), (score, "scored")):
+        if positive[part].all() or not positive[part].any():
+            raise SaefeaturesError(f"the {name} half needs passages in both classes")
+    ranks = column_ranks(values[choose])
+    feature = int(np.argmax(auroc_from_ranks(ranks, positive[choose])))
+    rng = np.random.default_rng(seed)
+    noise = float(np.max(auroc_from_ranks(ranks, rng.permutation(positive[choose]))))
+    column, truth = values[score, feature], positive[score]
+    observed = auroc(column, truth)
+    shuffled = rng.permuted(np.tile(truth, (permutations, 1)), axis=1)
+    ranked = rank(column)
+    n_pos = truth.sum()
+    null = ((ranked[None] * shuffled).sum(axis=1) - n_pos * (n_pos + 1) / 2) / (
+        n_pos * (len(truth) - n_pos)
+    )
+    p = (1 + np.sum(null >= observed - 1e-12)) / (1 + permutations)
+    return {"feature": float(feature), "auroc": observed, "p_value": float(p), "noise_max": noise}
 
 
 def logistic_probe_auroc(X: np.ndarray, labels: np.ndarray, seed: int = 0, folds: int = 5) -> float:

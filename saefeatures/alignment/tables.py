@@ -13,9 +13,9 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
+from saefeatures.activations import logit_lens
 from saefeatures.alignment.scan import FeatureScan, Source
 from saefeatures.models import LoadedModel
-from saefeatures.vectors.geometry import logit_lens
 
 SNIPPETS = 5
 CONTEXT_BEFORE, CONTEXT_AFTER = 10, 4

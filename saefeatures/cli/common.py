@@ -5,8 +5,9 @@ Nothing here imports torch: `saefeatures --help` must answer at once.
 
 from __future__ import annotations
 
+from dataclasses import fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar, get_type_hints
 
 import typer
 
@@ -16,6 +17,8 @@ from saefeatures.errors import SaefeaturesError
 
 if TYPE_CHECKING:
     from saefeatures.store.workspace import Workspace
+
+T = TypeVar("T")
 
 DbOption = Annotated[
     Path, typer.Option("--db", envvar=DB_ENV, help="DuckDB file of the workspace.")
@@ -120,3 +123,34 @@ def workspace(db: Path, out: Path = DEFAULT_OUT) -> Workspace:
     from saefeatures.store.workspace import Workspace
 
     return Workspace(db, out)
+
+
+def options_from(make: type[T], given: dict[str, Any], **renamed: str) -> T:
+    """Typed options from a command's parameters (`locals()`), named as the fields: text
+    fields parsed (emotions, layers, lists of numbers or names), lists made tuples, every
+    other value passed as it is. `renamed` maps a field to a parameter of another name."""
+    hints = get_type_hints(make)
+    values = {}
+    for item in fields(make):
+        name = renamed.get(item.name, item.name)
+        if name not in given:
+            continue
+        value = given[name]
+        if isinstance(value, str):
+            value = _parsed(item.name, hints[item.name], value)
+        elif isinstance(value, list):
+            value = tuple(value)
+        values[item.name] = value
+    return make(**values)
+
+
+def _parsed(name: str, hint: object, text: str) -> object:
+    if name == "emotions":
+        return parse_emotions(text)
+    if name == "layers":
+        return parse_layers(text)
+    if hint in (tuple[float, ...], "tuple[float, ...]"):
+        return parse_floats("--" + name.replace("_", "-"), text)
+    if hint in (tuple[str, ...], tuple[str, ...] | None):
+        return parse_names(text)
+    return text

@@ -20,11 +20,10 @@ from saefeatures.cli.common import (
     ModelOption,
     OutOption,
     SeedOption,
-    parse_emotions,
-    parse_layers,
+    options_from,
     workspace,
 )
-from saefeatures.config import DEFAULT_DB, DEFAULT_MODEL, DEFAULT_OUT
+from saefeatures.config import DEFAULT_CORPUS, DEFAULT_DB, DEFAULT_MODEL, DEFAULT_OUT
 
 models_app = typer.Typer(help="The model registry: list, inspect, convert.")
 corpus_app = typer.Typer(
@@ -123,7 +122,9 @@ def corpus_generate(
     topics: Annotated[int, typer.Option("--topics", help="How many shipped topics.")] = (
         Defaults.topics
     ),
-    per_topic: Annotated[int, typer.Option("--stories-per-topic")] = Defaults.stories_per_topic,
+    stories_per_topic: Annotated[
+        int, typer.Option("--stories-per-topic")
+    ] = Defaults.stories_per_topic,
     min_kept: Annotated[
         int | None,
         typer.Option("--min-kept", help="Kept stories each emotion needs (default: all planned)."),
@@ -140,21 +141,7 @@ def corpus_generate(
     db: DbOption = DEFAULT_DB,
 ) -> None:
     """Have an instruct model write stories that convey each emotion without naming it."""
-    options = opts.StoryOptions(
-        model=model,
-        name=name,
-        emotions=parse_emotions(emotions),
-        topics=topics,
-        stories_per_topic=per_topic,
-        min_kept=min_kept,
-        top_up_rounds=top_up_rounds,
-        batch_size=batch_size,
-        max_new_tokens=max_new_tokens,
-        temperature=temperature,
-        seed=seed,
-        dtype=dtype,
-        device=device,
-    )
+    options = options_from(opts.StoryOptions, locals())
 
     from saefeatures.corpora import stories
 
@@ -165,7 +152,7 @@ def corpus_generate(
 
 def vectors_command(
     model: ModelOption = DEFAULT_MODEL,
-    corpus: CorpusOption = "templates",
+    corpus: CorpusOption = DEFAULT_CORPUS,
     emotions: EmotionsOption = "default",
     layers: LayersOption = "all",
     offset: Annotated[
@@ -185,18 +172,7 @@ def vectors_command(
     db: DbOption = DEFAULT_DB,
 ) -> None:
     """Emotion contrast vectors at every layer, raw and denoised, into the store."""
-    options = opts.VectorOptions(
-        model=model,
-        corpus=corpus,
-        emotions=parse_emotions(emotions),
-        layers=parse_layers(layers),
-        offset=offset,
-        min_passages=min_passages,
-        denoise_var=denoise_var,
-        batch_size=batch_size,
-        dtype=dtype,
-        device=device,
-    )
+    options = options_from(opts.VectorOptions, locals())
 
     from saefeatures.vectors import extraction
 
@@ -207,7 +183,7 @@ def vectors_command(
 
 def geometry_command(
     model: ModelOption = DEFAULT_MODEL,
-    corpus: CorpusOption = "templates",
+    corpus: CorpusOption = DEFAULT_CORPUS,
     ratings: Annotated[
         Path | None, typer.Option("--ratings", help="CSV: emotion, valence, arousal.")
     ] = None,
@@ -224,16 +200,7 @@ def geometry_command(
     out: OutOption = DEFAULT_OUT,
 ) -> None:
     """PCA of the vectors against valence/arousal by layer, sanity pairs, logit lens, figures."""
-    options = opts.GeometryOptions(
-        model=model,
-        corpus=corpus,
-        ratings=ratings,
-        strict=strict,
-        resamples=resamples,
-        seed=seed,
-        dtype=dtype,
-        device=device,
-    )
+    options = options_from(opts.GeometryOptions, locals())
 
     from saefeatures.vectors import geometry
 
@@ -262,10 +229,11 @@ def geometry_command(
         ),
         title=f"sanity pairs at the best layer {best['layer']}",
     )
-    print(
-        f"best layer {best['layer']} (depth {best['rel_depth']:.2f}): PC1-valence r = "
-        f"{best['pearson_r']:.3f} [95% CI {best['ci_low']:.3f}, {best['ci_high']:.3f}], "
-        f"q = {best['q_value']:.3g}; excluded for lack of ratings: "
-        f"{', '.join(result['excluded']) or 'none'}"
+    render.print_rows(
+        render.BEST_COLUMNS,
+        [render.best_layer_row(corpus, best)],
+        title="the best layer (denoised vectors, every rated emotion)",
     )
+    print(render.BEST_NOTE)
+    print(f"excluded for lack of ratings: {', '.join(result['excluded']) or 'none'}")
     print("figures: " + ", ".join(result["figures"]))

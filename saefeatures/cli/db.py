@@ -10,8 +10,8 @@ import typer
 
 from saefeatures import options as opts
 from saefeatures.cli import render
-from saefeatures.cli.common import CorpusOption, DbOption, OutOption, parse_names, workspace
-from saefeatures.config import DEFAULT_DB, DEFAULT_OUT
+from saefeatures.cli.common import CorpusOption, DbOption, OutOption, options_from, workspace
+from saefeatures.config import DEFAULT_CORPUS, DEFAULT_DB, DEFAULT_OUT
 
 db_app = typer.Typer(help="The DuckDB store.", no_args_is_help=True)
 
@@ -79,30 +79,21 @@ def import_results_command(
 
 
 def compare_command(
-    models_list: Annotated[
+    models: Annotated[
         str | None, typer.Option("--models", help="e.g. a,b; default: every model in the store.")
     ] = None,
-    corpus: CorpusOption = "templates",
+    corpus: CorpusOption = DEFAULT_CORPUS,
     db: DbOption = DEFAULT_DB,
     out: OutOption = DEFAULT_OUT,
 ) -> None:
     """Direction vs features and model vs model, from the store only."""
-    options = opts.CompareOptions(models=parse_names(models_list), corpus=corpus)
+    options = options_from(opts.CompareOptions, locals())
 
     from saefeatures import compare
 
     with workspace(db, out).open_store() as store:
         result = compare.compare(store, out, options)
-    columns = [
-        "kind",
-        "model",
-        "other_model",
-        "layer",
-        "metric",
-        "direction_value",
-        "feature_value",
-        "extra",
-    ]
+    columns = list(compare.COLUMNS)
     render.print_rows(
         columns, ([row[c] for c in columns] for row in result["rows"]), title="comparisons"
     )

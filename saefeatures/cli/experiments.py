@@ -22,12 +22,10 @@ from saefeatures.cli.common import (
     SaeOption,
     SeedOption,
     SomeEmotionsOption,
-    parse_emotions,
-    parse_floats,
-    parse_layers,
+    options_from,
     workspace,
 )
-from saefeatures.config import DEFAULT_DB, DEFAULT_MODEL, DEFAULT_OUT
+from saefeatures.config import DEFAULT_CORPUS, DEFAULT_DB, DEFAULT_MODEL, DEFAULT_OUT
 
 LayerOption = Annotated[int, typer.Option("--layer", help="The layer of the vectors and SAEs.")]
 
@@ -35,18 +33,18 @@ LayerOption = Annotated[int, typer.Option("--layer", help="The layer of the vect
 def align_command(
     layer: LayerOption,
     model: ModelOption = DEFAULT_MODEL,
-    sae_id: SaeOption = None,
-    corpus: CorpusOption = "templates",
+    sae: SaeOption = None,
+    corpus: CorpusOption = DEFAULT_CORPUS,
     method: MethodOption = "denoised",
     emotions: SomeEmotionsOption = None,
-    top: Annotated[
+    top_k: Annotated[
         int, typer.Option("--top", help="Features kept per emotion and method.")
     ] = opts.AlignOptions.top_k,
     k_max: Annotated[
         int, typer.Option("--k-max", help="OMP steps (R² for k = 1..k-max).")
     ] = opts.AlignOptions.k_max,
     null_samples: Annotated[int, typer.Option("--null-samples")] = opts.AlignOptions.null_samples,
-    text_source: Annotated[
+    text: Annotated[
         str | None,
         typer.Option("--text", help="Sample text for feature statistics; default: the SAE's."),
     ] = None,
@@ -60,23 +58,7 @@ def align_command(
     db: DbOption = DEFAULT_DB,
 ) -> None:
     """Which SAE features carry each emotion vector: decoder cosine, OMP, activation selectivity."""
-    options = opts.AlignOptions(
-        layer=layer,
-        model=model,
-        sae=sae_id,
-        corpus=corpus,
-        method=method,
-        emotions=parse_emotions(emotions),
-        top_k=top,
-        k_max=k_max,
-        null_samples=null_samples,
-        text=text_source,
-        sample_rows=sample_rows,
-        batch_size=batch_size,
-        seed=seed,
-        dtype=dtype,
-        device=device,
-    )
+    options = options_from(opts.AlignOptions, locals())
 
     from saefeatures.alignment import align
 
@@ -92,15 +74,20 @@ def _print_alignment(result: dict, k_max: int) -> None:
     render.print_rows(list(rows[0]), (r.values() for r in rows), title=result["sae_id"])
     nulls = result["nulls"]
     print(
-        f"best |cos| above the p99 of random unit vectors ({nulls['empirical_null_p99']:.3f}; "
-        f"analytic {nulls['analytic_null']:.3f}): {result['fraction_above_null']:.0%} of "
-        f"emotions; above the p99 of shuffled-label contrasts "
-        f"({nulls['shuffled_null_p99']:.3f}): {result['fraction_above_shuffled_null']:.0%}"
+        "against shuffled-label contrasts (same passages, same denoising, no emotion): "
+        f"best |cos| above their p99 ({nulls['shuffled_null_p99']:.3f}) for "
+        f"{result['fraction_above_shuffled_null']:.0%} of emotions; OMP R² at k={k_max} above "
+        f"theirs for {result['fraction_omp_above_shuffled']:.0%}; held-out best-feature AUROC "
+        f"p < 0.05 for {result['fraction_heldout_auroc_p05']:.0%}"
+    )
+    print(
+        f"descriptive: above the p99 of random unit vectors ({nulls['random_p99']:.3f}) for "
+        f"{result['fraction_above_random']:.0%} (any direction in the data's subspace is)"
     )
     ks = [k for k in (1, 2, 4, 8, 16, 32) if k <= k_max]
     render.print_rows(
-        ["k", "OMP R² (mean)", "random R² (mean)"],
-        ([k, result["mean_omp_r2"][k - 1], result["mean_random_r2"][k - 1]] for k in ks),
+        ["k", "OMP R² (mean)", "shuffled-label OMP R² (mean)"],
+        ([k, result["mean_omp_r2"][k - 1], result["mean_shuffled_omp_r2"][k - 1]] for k in ks),
         title="sparse reconstruction of the vectors",
     )
 
@@ -108,10 +95,10 @@ def _print_alignment(result: dict, k_max: int) -> None:
 def umap_command(
     layer: LayerOption,
     model: ModelOption = DEFAULT_MODEL,
-    sae_id: SaeOption = None,
-    corpus: CorpusOption = "templates",
+    sae: SaeOption = None,
+    corpus: CorpusOption = DEFAULT_CORPUS,
     method: MethodOption = "denoised",
-    top: Annotated[
+    top_k: Annotated[
         int, typer.Option("--top", help="Aligned features per emotion.")
     ] = opts.UmapOptions.top_k,
     background: Annotated[
@@ -131,19 +118,7 @@ def umap_command(
     out: OutOption = DEFAULT_OUT,
 ) -> None:
     """UMAP of the SAE's emotion-aligned decoder directions, with the emotion vectors."""
-    options = opts.UmapOptions(
-        layer=layer,
-        model=model,
-        sae=sae_id,
-        corpus=corpus,
-        method=method,
-        top_k=top,
-        background=background,
-        seed=seed,
-        neighbors=neighbors,
-        min_dist=min_dist,
-        output=output,
-    )
+    options = options_from(opts.UmapOptions, locals())
 
     from saefeatures.alignment import feature_map
 
@@ -173,9 +148,9 @@ def steer_command(
     gen_scale: Annotated[
         float, typer.Option("--gen-scale", help="Scale of the generations.")
     ] = opts.SteerOptions.gen_scale,
-    corpus: CorpusOption = "templates",
+    corpus: CorpusOption = DEFAULT_CORPUS,
     method: MethodOption = "denoised",
-    sae_id: SaeOption = None,
+    sae: SaeOption = None,
     gen_tokens: Annotated[
         int, typer.Option("--gen-tokens", help="Tokens per generation.")
     ] = opts.SteerOptions.gen_tokens,
@@ -185,26 +160,13 @@ def steer_command(
     out: OutOption = DEFAULT_OUT,
 ) -> None:
     """Steer with emotion directions and their aligned SAE features; score words and text."""
-    options = opts.SteerOptions(
-        model=model,
-        layer=layer,
-        level=level,
-        emotions=parse_emotions(emotions),
-        scales=parse_floats("--scales", scales),
-        gen_scale=gen_scale,
-        corpus=corpus,
-        method=method,
-        sae=sae_id,
-        gen_tokens=gen_tokens,
-        dtype=dtype,
-        device=device,
-    )
+    options = options_from(opts.SteerOptions, locals())
 
     from saefeatures import steering
 
     with workspace(db, out).open_store() as store:
         result = steering.steer(store, out, options)
-    summary = steering.summarize(result["rows"])
+    summary = steering.summarize(result["summary"])
     render.print_rows(
         list(summary[0]),
         (row.values() for row in summary),
@@ -243,16 +205,7 @@ def patch_command(
     out: OutOption = DEFAULT_OUT,
 ) -> None:
     """Activation patching of good- vs bad-news prompts: residual stream, heads, SAE features."""
-    options = opts.PatchOptions(
-        model=model,
-        pairs=pairs,
-        level=level,
-        score=score,
-        limit=limit,
-        layers=None if layers is None else parse_layers(layers),
-        dtype=dtype,
-        device=device,
-    )
+    options = options_from(opts.PatchOptions, locals())
 
     from saefeatures.patching import patch
 

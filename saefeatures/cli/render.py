@@ -63,3 +63,39 @@ def _cell(value: Any) -> str:
     if isinstance(value, list) and len(value) > 6:
         return escape(f"[{len(value)} values]")
     return escape(str(value))  # data, not rich markup: "[[token]]" must print as it is
+
+
+BEST_COLUMNS = [
+    "corpus",
+    "best layer",
+    "depth",
+    "PC1-valence r",
+    "95% CI",
+    "p",
+    "held-out r",
+    "pos/neg split r",
+    "emotions",
+]
+
+
+def best_layer_row(corpus: str, best: dict[str, Any]) -> list[Any]:
+    """One line of the geometry headline: r at the best layer with what its choice is worth."""
+    return [
+        corpus,
+        best["layer"],
+        f"{best['rel_depth']:.2f}",
+        f"{best['pearson_r']:.3f}",
+        f"[{best['ci_low']:.2f}, {best['ci_high']:.2f}]",
+        f"{best['p_value']:.3g}",
+        f"{best['heldout_r']:.3f} [{best['heldout_low']:.2f}, {best['heldout_high']:.2f}]",
+        f"{best['split_r']:.3f}",
+        best["n_emotions"],
+    ]
+
+
+BEST_NOTE = (
+    "r: PC1 (oriented) against valence at the best layer; CI: emotions resampled with the PCA "
+    "refitted and the layer chosen anew; p: against the largest r over layers of shuffled "
+    "ratings; held-out r: the layer chosen on half of the emotions, r on the other half; "
+    "pos/neg split r: what a split into positive and negative alone reaches on these emotions"
+)

@@ -156,26 +156,25 @@ def _print_model(done: ModelResult) -> None:
         title=f"residual stream on: {SAMPLE_PROMPT}",
     )
     render.print_rows(
-        ["corpus", "best layer", "depth", "PC1-valence r", "95% CI", "q"],
-        (
-            [
-                corpus,
-                b["layer"],
-                f"{b['rel_depth']:.2f}",
-                f"{b['pearson_r']:.3f}",
-                f"[{b['ci_low']:.2f}, {b['ci_high']:.2f}]",
-                f"{b['q_value']:.3g}",
-            ]
-            for corpus, b in done.geometry.items()
-        ),
+        render.BEST_COLUMNS,
+        (render.best_layer_row(corpus, best) for corpus, best in done.geometry.items()),
         title=f"geometry of the denoised emotion vectors ({name})",
     )
     _print_training(done.training)
     if done.alignment:
         render.print_rows(
-            ["layer", "corpus", "SAE", "best |cos| > random p99", "> shuffled p99", "UMAP"],
+            [
+                "layer",
+                "corpus",
+                "SAE",
+                "best |cos| > shuffled p99",
+                "OMP R² > shuffled p99",
+                "held-out AUROC p < .05",
+                "UMAP",
+            ],
             done.alignment,
-            title="emotion vectors aligned with SAE features",
+            title="emotion vectors aligned with SAE features (share of emotions passing each "
+            "null: contrasts built with shuffled labels)",
         )
     else:
         print("no SAE aligned at these layers: pass --config to train one, or `saefeatures load`")

@@ -15,6 +15,7 @@ from saefeatures.cli.common import (
     DtypeOption,
     ModelOption,
     OutOption,
+    options_from,
     parse_layers,
     workspace,
 )
@@ -108,14 +109,7 @@ def evaluate_command(
     out: OutOption = DEFAULT_OUT,
 ) -> None:
     """Recompute an SAE's held-out metrics (L0, explained variance, CE loss recovered, ...)."""
-    options = opts.EvaluateOptions(
-        sae_id=sae_id,
-        dataset=dataset,
-        eval_tokens=eval_tokens,
-        batch_size=batch_size,
-        dtype=dtype,
-        device=device,
-    )
+    options = options_from(opts.EvaluateOptions, locals())
 
     from saefeatures.sae import api
 
@@ -159,17 +153,7 @@ def load_command(
     out: OutOption = DEFAULT_OUT,
 ) -> None:
     """Register an SAE from a folder or SAELens' registry, after checking it fits the model."""
-    options = opts.LoadOptions(
-        model=model,
-        path=path,
-        format=sae_format,
-        release=release,
-        hub_sae_id=hub_sae_id,
-        hook=hook,
-        layer=layer,
-        dtype=dtype,
-        device=device,
-    )
+    options = options_from(opts.LoadOptions, locals(), format="sae_format")
 
     from saefeatures.sae import api
 

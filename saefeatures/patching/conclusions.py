@@ -26,6 +26,7 @@ from saefeatures.config import project_data
 from saefeatures.corpora import jsonl
 from saefeatures.errors import SaefeaturesError
 
+SELECTION = 20  # situations on which choices are made, never scored
 CONDITIONS = ("good", "bad")
 
 
@@ -112,16 +113,25 @@ def sign_summary(conditions: list[str], scores: np.ndarray) -> dict[str, dict[st
     return summary
 
 
-def peaks(normalized_by_layer: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """[prompts, layers] normalized effects -> peak layer, its relative depth, its effect."""
-    layer = np.argmax(normalized_by_layer, axis=1)
-    depth = layer / max(normalized_by_layer.shape[1] - 1, 1)
-    return layer, depth, normalized_by_layer[np.arange(len(layer)), layer]
+def selection_situations(pairs: list[Pair]) -> set[str]:
+    """The first SELECTION situations of a pairs file: where choices are made (the reply
+    set of the `replies` score, the flip layer), so that results on them are not scored."""
+    situations = list(dict.fromkeys(pair.situation or pair.id for pair in pairs))
+    return set(situations[:SELECTION])
 
 
-def flip_layer(normalized_by_layer: np.ndarray) -> int:
-    """The layer where patching moves the score most towards clean, on average."""
-    return int(np.argmax(normalized_by_layer.mean(axis=0)))
+def flip_layer(moves: list[tuple[int, float]], n_layers: int) -> int:
+    """The layer of the middle third where patching moves the score furthest towards the
+    clean prompt's, on average over the (layer, move) pairs given (the selection
+    situations'); without any, the middle layer. Away from the output, where patching the
+    last layers reduces to copying the clean run."""
+    middle = range(n_layers // 3, max(2 * n_layers // 3, n_layers // 3 + 1))
+    means = {
+        layer: np.mean([move for at, move in moves if at == layer])
+        for layer in middle
+        if any(at == layer for at, _ in moves)
+    }
+    return max(means, key=means.get) if means else n_layers // 2
 
 
 def flips(good_effect: np.ndarray, bad_effect: np.ndarray) -> np.ndarray:

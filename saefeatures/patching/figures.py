@@ -63,10 +63,12 @@ def draw(
     for level in summary.get("features", []):
         series = by_layer.setdefault(level["layer"], {})
         series[f"{level['condition']} news"] = list(level["recovered"].values())
+        series[f"{level['condition']} news, k random features"] = list(
+            level["random_recovered"].values()
+        )
     for layer, series in by_layer.items():
         written += plots.lines(
-            list(attribution.TOP_KS),
-            series,
+            {name: (list(attribution.TOP_KS), values) for name, values in series.items()},
             f"{model}: patching only the top-k features at layer {layer}\n"
             "(median share of the whole layer's patching effect)",
             ("k (features patched, ranked by attribution)", "recovered share"),

@@ -46,8 +46,10 @@ def patch(store: Store, out: Path, options: PatchOptions) -> dict[str, Any]:
         model = models.load(spec.name, dtype=options.dtype, device=options.device)
         scores = {name: reply_scores.make(model, name) for name in reply_scores.SCORES}
         saes = [(row, loading.read_saelens(Path(row["path"]), options.device)) for row in sae_rows]
+        store.register_model(run_id, model.describe())
+        chosen_on = conclusions.selection_situations(conclusions.read_pairs(options.pairs))
         results = [
-            _patch_pair(model, pair, scores, options, saes)
+            _patch_pair(model, pair, scores, options, saes, pair.situation in chosen_on)
             for pair in progress.track(pairs, "patching pairs")
         ]
         tagged = {
@@ -59,8 +61,8 @@ def patch(store: Store, out: Path, options: PatchOptions) -> dict[str, Any]:
             for key in ("scores", "sweeps", "features", "faithfulness")
         }
         store.replace_all(_replacements(spec.name, options, sae_rows, tagged))
+        summary = summarize(store, spec.name, model.n_layers, options.score)
     score_rows, sweep_rows = tagged["scores"], tagged["sweeps"]
-    summary = summarize(score_rows, sweep_rows, model.n_layers, options.score)
     summary["features"] = attribution.summarize(tagged["features"], tagged["faithfulness"])
     folder = out / "patching" / spec.slug
     drawn = figures.draw(
@@ -135,6 +137,7 @@ def _sweep_table(rows: list[dict[str, Any]]) -> pa.Table:
             ("head", pa.int32()),
             ("effect", pa.float64()),
             ("normalized", pa.float64()),
+            ("differs", pa.bool_()),
             ("extra", pa.string()),
         ]
     )
@@ -147,6 +150,7 @@ def _patch_pair(
     scores: dict[str, reply_scores.Score],
     options: PatchOptions,
     saes: list[tuple[dict[str, Any], Any]],
+    selection: bool,
 ) -> dict[str, list[dict[str, Any]]]:
     clean_ids, corrupted_ids = (
         model.encode([reply_scores.prompt_text(model, text)], chat_formatted=True)["input_ids"][0]
@@ -178,12 +182,18 @@ def _patch_pair(
             "prefix_length": prepared.prefix_length,
             "clean_tokens": len(clean_ids),
             "corrupted_tokens": len(corrupted_ids),
+            "selection": selection,
         }
         for name, (c, x) in values.items()
     ]
     clean_value, corrupted_value = values[options.score]
     gap = clean_value - corrupted_value
     extra = json.dumps({"score": options.score, "aligned": prepared.aligned})
+
+    def differs(position: int | None) -> bool | None:
+        if position is None or not prepared.aligned:
+            return None
+        return bool(clean_ids[position] != corrupted_ids[position])
 
     def rows(level: str, patched: np.ndarray, index: list[tuple[int, int | None, int | None]]):
         effects = patched - corrupted_value
@@ -197,6 +207,7 @@ def _patch_pair(
                 "head": head,
                 "effect": float(e),
                 "normalized": float(n),
+                "differs": differs(position),
                 "extra": extra,
             }
             for (layer, position, head), e, n in zip(index, effects, normalized, strict=True)
@@ -238,89 +249,81 @@ def _patch_pair(
 # -- the conclusions ---------------------------------------------------------------------
 
 
-def summarize(
-    score_rows: list[dict[str, Any]],
-    sweep_rows: list[dict[str, Any]],
-    n_layers: int,
-    swept: str,
-) -> dict[str, Any]:
-    """Separation per score, peaks, flips and correlations (see `patch_analysis`)."""
-    separation = {}
-    for name in reply_scores.SCORES:
-        chosen = [row for row in score_rows if row["score_name"] == name]
-        conditions = [row["condition"] for row in chosen]
-        # The score of the clean prompt itself, and its gap to the shared neutral prompt.
-        clean = np.array([row["clean_score"] for row in chosen])
-        gap = clean - np.array([row["corrupted_score"] for row in chosen])
-        separation[name] = {
-            "clean": conclusions.sign_summary(conditions, clean),
-            "gap": conclusions.sign_summary(conditions, gap),
-        }
-    summary: dict[str, Any] = {"separation": separation, "swept": swept}
-    profile, raw = _last_position_profile(sweep_rows, n_layers)
-    if not profile:
-        return summary
-    pair_ids = list(profile)
-    by_layer = np.array([profile[pair_id] for pair_id in pair_ids])
-    swept_rows = {row["pair_id"]: row for row in score_rows if row["score_name"] == swept}
-    # A pair whose clean and corrupted scores are equal has no normalized effect (0 / 0):
-    # it has no peak and stays out of the correlation, but still takes the flip test.
-    defined = ~np.isnan(by_layer).all(axis=1)
-    layer, depth, effect = conclusions.peaks(np.nan_to_num(by_layer[defined], nan=-np.inf))
-    kept = [pair_id for pair_id, keep in zip(pair_ids, defined, strict=True) if keep]
-    condition = np.array([swept_rows[pair_id]["condition"] for pair_id in kept])
-    gap = np.array([swept_rows[p]["clean_score"] - swept_rows[p]["corrupted_score"] for p in kept])
+def summarize(store: Store, model: str, n_layers: int, swept: str) -> dict[str, Any]:
+    """Separation per score, peaks, the flip test and the features, from the store's
+    patching tables and the `patching_peaks` view (the one definition of a peak)."""
+    summary: dict[str, Any] = {"separation": _separation(store, model), "swept": swept}
+    peaks = store.query(
+        "SELECT condition, peak_layer, peak_depth, max_effect, score_gap FROM patching_peaks "
+        "WHERE model = ? AND score_name = ? ORDER BY pair_id",
+        [model, swept],
+    ).to_pylist()
+    by_condition = {c: [p for p in peaks if p["condition"] == c] for c in CONDITIONS}
     summary["peaks"] = {
         c: {
-            "n": int((condition == c).sum()),
-            "layers": layer[condition == c].tolist(),
-            "depths": depth[condition == c].tolist(),
-            "effects": effect[condition == c].tolist(),
-            "gaps": gap[condition == c].tolist(),
-            "correlation": conclusions.correlation(effect[condition == c], gap[condition == c]),
+            "n": len(chosen),
+            "layers": [p["peak_layer"] for p in chosen],
+            "depths": [p["peak_depth"] for p in chosen],
+            "effects": [p["max_effect"] for p in chosen],
+            "gaps": [abs(p["score_gap"]) for p in chosen],
+            "correlation": conclusions.correlation(
+                np.array([p["max_effect"] for p in chosen]),
+                np.array([abs(p["score_gap"]) for p in chosen]),
+            ),
         }
-        for c in CONDITIONS
-        if (condition == c).any()
+        for c, chosen in by_condition.items()
+        if chosen
     }
-    summary["flips"] = _flips(swept_rows, pair_ids, by_layer, raw)
+    summary["flips"] = flip_test(store, model, n_layers, swept)
     return summary
 
 
-def _last_position_profile(
-    sweep_rows: list[dict[str, Any]], n_layers: int
-) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """Per pair, by layer: the normalized and the raw resid effect at the score position."""
-    resid = [row for row in sweep_rows if row["level"] == "resid"]
-    last: dict[str, int] = {}
-    for row in resid:
-        last[row["pair_id"]] = max(last.get(row["pair_id"], -1), row["position"])
-    normalized = {pair_id: np.full(n_layers, np.nan) for pair_id in last}
-    raw = {pair_id: np.full(n_layers, np.nan) for pair_id in last}
-    for row in resid:
-        if row["position"] == last[row["pair_id"]]:
-            normalized[row["pair_id"]][row["layer"]] = row["normalized"]
-            raw[row["pair_id"]][row["layer"]] = row["effect"]
-    return normalized, raw
+def _separation(store: Store, model: str) -> dict[str, dict[str, Any]]:
+    """Per score, the clean prompts' own score by condition (right sign: good > 0, bad < 0);
+    the `replies` score, whose reply set was chosen on the selection situations, is scored
+    on the others only."""
+    rows = store.query(
+        "SELECT score_name, condition, clean_score, selection FROM pair_scores WHERE model = ?",
+        [model],
+    ).to_pylist()
+    separation = {}
+    for name in reply_scores.SCORES:
+        chosen = [r for r in rows if r["score_name"] == name]
+        if name == "replies":
+            chosen = [r for r in chosen if not r["selection"]]
+        if chosen:
+            conditions = [r["condition"] for r in chosen]
+            clean = np.array([r["clean_score"] for r in chosen])
+            separation[name] = {"clean": conclusions.sign_summary(conditions, clean)}
+    return separation
 
 
-def _flips(
-    swept_rows: dict[str, dict[str, Any]],
-    pair_ids: list[str],
-    by_layer: np.ndarray,
-    raw: dict[str, np.ndarray],
-) -> dict[str, Any] | None:
-    """The flip test at the model's flip layer, over situations that have both conditions."""
-    situations: dict[str, dict[str, str]] = {}
-    for pair_id in pair_ids:
-        row = swept_rows[pair_id]
-        situations.setdefault(row["situation"] or pair_id, {})[row["condition"]] = pair_id
-    both = {name: ids for name, ids in situations.items() if set(ids) == set(CONDITIONS)}
+def flip_test(store: Store, model: str, n_layers: int, swept: str) -> dict[str, Any] | None:
+    """The flip test: at a layer of the middle third chosen on the selection situations
+    (where the patch moves the score furthest towards the clean prompt's, on average), does
+    patching a good-news prompt push the score up and a bad-news one push it down? Scored
+    on the other situations that have both conditions."""
+    effects = store.query(
+        "SELECT s.situation, s.condition, s.selection, r.layer, arg_max(r.effect, abs(r.effect)) "
+        "AS effect, max(r.effect * sign(s.clean_score)) AS toward FROM patching_results r JOIN "
+        "pair_scores s USING (model, pair_id) WHERE r.model = ? AND r.level = 'resid' AND "
+        "r.differs AND s.score_name = ? AND s.clean_score <> 0 AND NOT isnan(r.effect) "
+        "GROUP BY ALL",
+        [model, swept],
+    ).to_pylist()
+    layer = conclusions.flip_layer(
+        [(r["layer"], r["toward"]) for r in effects if r["selection"]], n_layers
+    )
+    scored: dict[str, dict[str, float]] = {}
+    for r in effects:
+        if r["layer"] == layer and not r["selection"]:
+            scored.setdefault(r["situation"], {})[r["condition"]] = r["effect"]
+    both = {name: e for name, e in scored.items() if set(e) == set(CONDITIONS)}
     if not both:
         return None
-    layer = conclusions.flip_layer(np.nan_to_num(by_layer))
-    good = np.array([raw[ids["good"]][layer] for ids in both.values()])
-    bad = np.array([raw[ids["bad"]][layer] for ids in both.values()])
-    flipped = conclusions.flips(good, bad)
+    flipped = conclusions.flips(
+        np.array([e["good"] for e in both.values()]), np.array([e["bad"] for e in both.values()])
+    )
     return {
         "layer": layer,
         "n": len(both),
@@ -348,15 +351,15 @@ def tables(summary: dict[str, Any]) -> list[tuple[str, list[str], list[list[Any]
     if peaks:
         out.append(
             (
-                "peak layer of the residual patch at the score position "
-                f"({summary['swept']} score)",
+                "peak layer of the residual patch, over the positions where the prompts "
+                f"differ ({summary['swept']} score; gap: the clean prompt's own score)",
                 [
                     "condition",
                     "prompts",
                     "median layer",
                     "median depth",
                     "depth IQR",
-                    "max effect vs gap r",
+                    "max effect vs |gap| r",
                     "95% CI",
                 ],
                 [_peak_row(condition, peak) for condition, peak in peaks.items()],
@@ -367,22 +370,31 @@ def tables(summary: dict[str, Any]) -> list[tuple[str, list[str], list[list[Any]
         rate = flips["flipped"] / flips["n"]
         columns = ["layer", "situations", "flipped", "rate"]
         rows = [[flips["layer"], flips["n"], flips["flipped"], rate]]
-        out.append(("flip test (shared corrupted prompt)", columns, rows))
+        out.append(
+            (
+                "flip test (layer chosen on the selection situations, scored on the others)",
+                columns,
+                rows,
+            )
+        )
     for level in summary.get("features", []):
         where = f"layer {level['layer']} features ({level['sae_id']})"
         check = level["attribution_vs_exact"]
         columns = [
             "condition",
             "pairs",
-            *[f"recovered k={k}" for k in attribution.TOP_KS],
-            "attribution vs exact r",
+            *[f"recovered k={k} (random)" for k in attribution.TOP_KS],
+            "attribution vs exact r (median within pair)",
             "error node effect",
             "top features (mean norm. attr.)",
         ]
         row = [
             level["condition"],
             level["pairs"],
-            *level["recovered"].values(),
+            *[
+                f"{level['recovered'][k]:.2f} ({level['random_recovered'][k]:.2f})"
+                for k in attribution.TOP_KS
+            ],
             check["r"] if check else "n/a",
             level["error_effect"] if level["error_effect"] is not None else "n/a",
             ", ".join(f"{f} ({v:+.2f})" for f, v in level["top_features"]),

@@ -22,12 +22,14 @@ bridge forward, and the test suite checks the result against TransformerLens'
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
+from saefeatures import interventions
+from saefeatures.interventions import Intervention, Patch
 from saefeatures.models import LoadedModel
 from saefeatures.patching.reply_scores import Score
 
@@ -111,11 +113,13 @@ def scored_forward(
     tokens: torch.Tensor,
     score: Score,
     copies: int,
-    hooks: list[Hook],
+    edits: Sequence[Intervention] = (),
+    hooks: Sequence[Hook] = (),
 ) -> torch.Tensor:
-    """The score of `copies` runs of context + tokens, each row edited by `hooks`.
+    """The score of `copies` runs of context + tokens, each row edited by `edits` (and
+    read by `hooks`).
 
-    Each copy is run once per score continuation; hooks see `copies * R` rows, copy i
+    Each copy is run once per score continuation; edits see `copies * R` rows, copy i
     owning `rows_of(i, score)`.
     """
     known = context.length
@@ -131,7 +135,7 @@ def scored_forward(
         ids[i, : len(row)] = row
         mask[i, known : known + len(row)] = 1
     cache = context.rows(len(rows))
-    with model.hooks(hooks):
+    with interventions.applied(model, edits), model.hooks(list(hooks)):
         hidden = model.final_hidden(
             ids, attention_mask=mask, past_key_values=cache, use_cache=cache is not None
         )
@@ -161,7 +165,7 @@ def clean_run(model: LoadedModel, pair: PreparedPair, score: Score, heads: bool)
     hooks = [(resid_hook(layer), capture_into(resid, layer)) for layer in range(model.n_layers)]
     if heads:
         hooks += [(z_hook(layer), capture_into(z, layer)) for layer in range(model.n_layers)]
-    value = scored_forward(model, pair.prefix, pair.clean, score, 1, hooks)
+    value = scored_forward(model, pair.prefix, pair.clean, score, 1, hooks=hooks)
     return CleanRun(float(value[0]), resid, z)
 
 
@@ -170,7 +174,7 @@ def prompt_score(
     model: LoadedModel, pair: PreparedPair, suffix: torch.Tensor, score: Score
 ) -> float:
     """The unpatched score of one side of the pair (its suffix after the shared prefix)."""
-    return float(scored_forward(model, pair.prefix, suffix, score, 1, [])[0])
+    return float(scored_forward(model, pair.prefix, suffix, score, 1)[0])
 
 
 def patch_positions(pair: PreparedPair) -> list[tuple[int, int]]:
@@ -194,17 +198,16 @@ def resid_sweep(
     contexts = _corrupted_contexts(model, pair, [target for target, _ in positions])
     columns = []
     for (target, origin), context in zip(positions, contexts, strict=True):
-
-        def patch_at(layer: int, origin: int = origin):
-            def patch(activation: torch.Tensor, hook: Any) -> torch.Tensor:
-                activation[rows_of(layer, score), 0] = clean.resid_pre[layer][origin]
-                return activation
-
-            return patch
-
-        hooks = [(resid_hook(layer), patch_at(layer)) for layer in layers]
+        patches = [
+            Intervention(
+                resid_hook(layer),
+                Patch(clean.resid_pre[layer][origin][None], [0]),
+                rows=rows_of(layer, score),
+            )
+            for layer in layers
+        ]
         tokens = pair.corrupted[target:]
-        columns.append(scored_forward(model, context, tokens, score, len(layers), hooks))
+        columns.append(scored_forward(model, context, tokens, score, len(layers), patches))
     return torch.stack(columns, dim=1)
 
 
@@ -235,16 +238,15 @@ def head_sweep(
     origins = [origin for _, origin in positions]
     results = []
     for layer in range(model.n_layers):
-        source = clean.z[layer]
-
-        def patch(activation: torch.Tensor, hook: Any, source=source) -> torch.Tensor:
-            for head in range(model.n_heads):
-                rows = activation[rows_of(head, score)]
-                rows[:, targets, head] = source[origins, head]
-            return activation
-
-        hooks = [(z_hook(layer), patch)]
+        patches = [
+            Intervention(
+                z_hook(layer),
+                Patch(clean.z[layer][origins, head], targets, head),
+                rows=rows_of(head, score),
+            )
+            for head in range(model.n_heads)
+        ]
         results.append(
-            scored_forward(model, pair.prefix, pair.corrupted, score, model.n_heads, hooks)
+            scored_forward(model, pair.prefix, pair.corrupted, score, model.n_heads, patches)
         )
     return torch.stack(results)

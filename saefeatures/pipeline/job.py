@@ -38,12 +38,12 @@ from saefeatures.vectors import extraction, geometry
 
 SAMPLE_PROMPT = "I just got accepted into my dream PhD program today!"
 REPORT_NAME = "report.html"
-# The job runs every stage at sizes that keep the demo short on 2 CPU cores: two model
-# stories of up to 120 tokens per emotion (two topics, so that retrieval can hold one
-# out); steering with four emotions; the first situation's good- and bad-news pairs
-# patched (each pair is a minute of forwards); behaviour steered with one emotion and
-# preferences with three, on half the pairs and two activities, all at one scale. The
-# stages' own commands run their full defaults on any corpus.
+# The job runs every stage at sizes that keep the demo short on 2 CPU cores: with
+# --model-stories, two model stories of up to 120 tokens per emotion (two topics, so that
+# retrieval can hold one out); steering with four emotions; the first situation's good-
+# and bad-news pairs patched (each pair is a minute of forwards); behaviour steered with
+# one emotion and preferences with three, on half the pairs and two activities, all at
+# one scale. The stages' own commands run their full defaults on any corpus.
 JOB_SIZES: dict[str, dict[str, Any]] = {
     "stories": {"topics": 2, "max_new_tokens": 120},
     "steer": {"emotions": ("happy", "sad", "afraid", "calm")},
@@ -57,8 +57,9 @@ JOB_SIZES: dict[str, dict[str, Any]] = {
     },
 }
 EXAMPLE_QUERIES = (
-    "SELECT corpus, layer, round(pearson_r, 3) AS r, ci_low, ci_high FROM geometry "
-    "WHERE component = 'PC1' AND method = 'denoised' ORDER BY r DESC LIMIT 5",
+    "SELECT model, corpus, emotion_set, layer, round(pearson_r, 3) AS r, ci_low, ci_high, "
+    "round(heldout_r, 3) AS heldout_r, round(split_r, 3) AS split_r FROM geometry_best "
+    "WHERE method = 'denoised'",
     "SELECT emotion_a, emotion_b, expected_sign, round(cosine, 3) AS cosine FROM vector_pairs "
     "WHERE layer = 10 AND method = 'denoised'",
     "SELECT run_id, command, status, started, finished FROM runs ORDER BY started",
@@ -99,11 +100,11 @@ class JobResult:
 
     @property
     def failed(self) -> list[Outcome]:
-        return [outcome for outcome in self.outcomes if outcome.status == "failed"]
+        return stages.with_status(self.outcomes, "failed")
 
     @property
     def blocked(self) -> list[Outcome]:
-        return [outcome for outcome in self.outcomes if outcome.status == "blocked"]
+        return stages.with_status(self.outcomes, "blocked")
 
 
 def run(workspace: Workspace, chosen: RunOptions) -> JobResult:
@@ -216,9 +217,7 @@ def _load(job: Job) -> models.LoadedModel:
 
 
 def _register(store: Store, run_id: str, model: models.LoadedModel) -> dict[str, Any]:
-    """Write (or refresh) the model's row in `models`."""
-    row = {"run_id": run_id, **model.describe()}
-    store.replace("models", {"model": model.name}, {key: [value] for key, value in row.items()})
+    store.register_model(run_id, model.describe())
     return model.describe()
 
 
@@ -350,8 +349,9 @@ def _align(job: Job, made: options.AlignOptions) -> list[list[Any]]:
             made.layer,
             made.corpus,
             row["sae_id"],
-            f"{row['fraction_above_null']:.0%}",
             f"{row['fraction_above_shuffled_null']:.0%}",
+            f"{row['fraction_omp_above_shuffled']:.0%}",
+            f"{row['fraction_heldout_auroc_p05']:.0%}",
             figure["files"][0],
         ]
         for row in result["saes"]
@@ -411,7 +411,7 @@ def _steer(job: Job, made: options.SteerOptions, emotions: list[str]) -> dict[st
     if not chosen:
         return {**summary, "skipped": "no steering emotion has a vector"}
     result = steering.steer(job.store, job.workspace.out, replace(made, emotions=chosen))
-    return {**summary, "summary": steering.summarize(result["rows"])}
+    return {**summary, "summary": steering.summarize(result["summary"])}
 
 
 def _patch_stage(job: Job, aligned: list[Outcome]) -> dict[str, Any]:
@@ -471,6 +471,8 @@ def _validate(
     done = {}
     for name, (make, experiment, shipped) in VALIDATIONS.items():
         where = {"layers": (layer,)} if name in ("retrieval", "quantity") else {"layer": layer}
+        if name == "quantity":
+            where["headline_layer"] = layer
         sizes = dict(JOB_SIZES.get(name, {}))
         made = job.sized(make, corpus=corpus, level=level, **where, **sizes)
         inputs = [n.key for n in needs] + [stages.shipped_digest(*shipped)]

@@ -33,32 +33,8 @@ from saefeatures.config import project_data
 from saefeatures.errors import SaefeaturesError
 from saefeatures.store.database import Store
 
-NAMES = (
-    "stories",
-    "vectors",
-    "geometry",
-    "train",
-    "align",
-    "steer",
-    "patch",
-    "validate",
-    "compare",
-)
 _PACKAGE = Path(__file__).resolve().parents[1]
 _BOOKKEEPING = ("runs", "stage_runs", "schema_version")  # tables every stage touches
-
-
-def check_force(names: Iterable[str]) -> frozenset[str]:
-    """The stages `--force` names (`all` for every one), or one clear error."""
-    chosen = set(names)
-    if "all" in chosen:
-        return frozenset(NAMES)
-    unknown = sorted(chosen - set(NAMES))
-    if unknown:
-        raise SaefeaturesError(
-            f"unknown stage {', '.join(unknown)} for --force; use {', '.join(NAMES)} or all"
-        )
-    return frozenset(chosen)
 
 
 @cache
@@ -195,11 +171,11 @@ class Stages:
 
     @property
     def failed(self) -> list[Outcome]:
-        return [outcome for outcome in self.outcomes if outcome.status == "failed"]
+        return with_status(self.outcomes, "failed")
 
     @property
     def blocked(self) -> list[Outcome]:
-        return [outcome for outcome in self.outcomes if outcome.status == "blocked"]
+        return with_status(self.outcomes, "blocked")
 
     # -- bookkeeping -------------------------------------------------------------------
 
@@ -272,6 +248,10 @@ class Stages:
         path = self.logs / f"{self.run_id}-{safe}.log"
         path.write_text(traceback.format_exc())
         return f" (traceback in {path})"
+
+
+def with_status(outcomes: list[Outcome], status: str) -> list[Outcome]:
+    return [outcome for outcome in outcomes if outcome.status == status]
 
 
 def _line(outcome: Outcome) -> str:

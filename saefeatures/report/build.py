@@ -15,7 +15,7 @@ from typing import Any
 
 from saefeatures import __version__, compare
 from saefeatures.errors import SaefeaturesError
-from saefeatures.report import choices, interventions, readouts, representations
+from saefeatures.report import choices, findings, interventions, readouts, representations
 from saefeatures.report.page import Section, document, fetch
 from saefeatures.store.database import Store
 
@@ -61,7 +61,6 @@ HEADLINE_COLUMNS = [
     "sanity pairs right sign",
     "SAEs",
     "best SAE explained variance",
-    "emotions above shuffled null",
     "steering self effect",
     "anchor sign good",
     "anchor sign bad",
@@ -81,22 +80,32 @@ def headline(store: Store) -> Section:
     if not found:
         section.empty("No results yet: `saefeatures run`.")
         return section
-    section.table(HEADLINE_COLUMNS, [_headline_row(store, f["model"], f["runs"]) for f in found])
     section.text(
-        "Best PC1-valence r: denoised vectors, any corpus and layer; the sanity pairs are "
-        "counted at that layer. Steering self effect: the direction's mean change in log P "
-        "of its own emotion word at the smallest scale. Anchor sign: prompts whose clean "
-        "anchor score has the condition's sign. Peak depth: mean relative depth of each "
-        "prompt's strongest residual patching layer at the score position."
+        "Findings: each claim with the null that could have rejected it; a claim is a "
+        "finding when p < 0.05. A share of emotions passing a null is tested against the "
+        "share the null passes by chance (binomial). The methods documents define each."
     )
+    section.table(
+        findings.FINDING_COLUMNS,
+        [row for f in found for row in findings.findings(store, f["model"])],
+    )
+    section.text(
+        "Descriptive numbers, with no null of their own. Best PC1-valence r: denoised "
+        "vectors, any corpus; the sanity pairs are counted at that layer. Steering self "
+        "effect: the direction's mean change in log P of its own emotion word at the "
+        "smallest scale. Anchor sign: prompts whose clean anchor score has the condition's "
+        "sign. Peak depth: mean relative depth of each pair's strongest residual patch over "
+        "the positions where its prompts differ."
+    )
+    section.table(HEADLINE_COLUMNS, [_headline_row(store, f["model"], f["runs"]) for f in found])
     return section
 
 
 def _headline_row(store: Store, model: str, runs: str) -> list[Any]:
     best = fetch(
         store,
-        "SELECT corpus, layer, pearson_r FROM geometry WHERE model = ? AND "
-        "method = 'denoised' AND component = 'PC1' ORDER BY pearson_r DESC LIMIT 1",
+        "SELECT corpus, layer, pearson_r FROM geometry_best WHERE model = ? AND "
+        "method = 'denoised' AND emotion_set = 'all' ORDER BY pearson_r DESC LIMIT 1",
         [model],
     )
     sanity = None
@@ -116,12 +125,6 @@ def _headline_row(store: Store, model: str, runs: str) -> list[Any]:
         "'explained_variance' WHERE s.model = ?",
         [model],
     )[0]
-    above = fetch(
-        store,
-        "SELECT avg(value) AS share FROM alignment_summary WHERE model = ? "
-        "AND metric = 'exceeds_shuffled_null'",
-        [model],
-    )[0]["share"]
     signs = {
         r["condition"]: f"{r['ok']}/{r['n']}"
         for r in fetch(
@@ -142,7 +145,6 @@ def _headline_row(store: Store, model: str, runs: str) -> list[Any]:
         sanity,
         saes["n"],
         saes["ev"],
-        None if above is None else f"{above:.0%}",
         compare.steering_self_effect(store, model),
         signs.get("good"),
         signs.get("bad"),
@@ -155,17 +157,7 @@ def _headline_row(store: Store, model: str, runs: str) -> list[Any]:
 
 def comparisons(store: Store) -> Section:
     section = Section("comparisons", "Direction vs features, model vs model")
-    columns = [
-        "kind",
-        "model",
-        "other_model",
-        "layer",
-        "metric",
-        "direction_value",
-        "feature_value",
-        "extra",
-        "run_id",
-    ]
+    columns = [*compare.COLUMNS, "run_id"]
     rows = fetch(
         store, f"SELECT {', '.join(columns)} FROM comparisons ORDER BY kind, model, layer, metric"
     )

@@ -18,11 +18,8 @@ def steering(store: Store) -> Section:
     section = Section("steering", "Steering")
     rows = fetch(
         store,
-        "SELECT model, layer, level, coalesce(k, 0) AS k, scale, "
-        "avg(value) FILTER (WHERE emotion = target) AS own, avg(value) FILTER "
-        "(WHERE emotion <> target) AS other, string_agg(DISTINCT run_id, ', ') AS "
-        "run_id FROM steering_results WHERE metric = 'delta_logprob' GROUP BY ALL "
-        "ORDER BY ALL",
+        "SELECT model, layer, level, coalesce(k, 0) AS k, scale, effective_scale, "
+        "self_effect AS own, other_effect AS other, run_id FROM steering_effects ORDER BY ALL",
     )
     if not rows:
         section.empty("No steering yet: `saefeatures steer --layer L`.")
@@ -32,7 +29,7 @@ def steering(store: Store) -> Section:
         name = f"{model} L{layer} {level}" + (f" top-{k}" if k else "")
         figure.add_trace(
             go.Scatter(
-                x=[r["scale"] for r in group],
+                x=[r["effective_scale"] for r in group],
                 y=[r["own"] for r in group],
                 mode="lines+markers",
                 name=name,
@@ -40,11 +37,11 @@ def steering(store: Store) -> Section:
         )
     figure.update_layout(
         title="Self effect: change in log P of the steered emotion's own word",
-        xaxis_title="scale (x mean residual norm)",
+        xaxis_title="effective scale (|Δ residual| / mean residual norm)",
         yaxis_title="delta log P",
     )
     section.figure(figure)
-    columns = ["model", "layer", "level", "k", "scale", "own", "other", "run_id"]
+    columns = ["model", "layer", "level", "k", "scale", "effective_scale", "own", "other", "run_id"]
     section.table(columns, rows)
     _cross_emotion(store, section)
     generations = fetch(

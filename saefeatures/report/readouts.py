@@ -139,18 +139,22 @@ def quantity(store: Store) -> Section:
     section = Section("quantity", "The quantity test")
     rows = fetch(
         store,
-        "SELECT model, level, layer, emotion, mean_danger_rho, p_value, families_rising, "
-        "families, run_id FROM quantity_summary ORDER BY model, level, emotion, layer",
+        "SELECT model, level, layer, emotion, mean_danger_rho, p_value, p_random, p_order, "
+        "headline, families_rising, families, run_id FROM quantity_summary "
+        "ORDER BY model, level, emotion, layer",
     )
     if not rows:
         section.empty("No quantity test yet: `saefeatures validate quantity`.")
         return section
     section.text(
-        "Only a number changes in each prompt family, from harmless to dangerous. Per family, "
-        "Spearman's rho of the final token's read-out with the log-quantity, signed so that "
-        "positive means rising with danger; here its mean over families, with a null that "
-        "permutes the quantity order within every family. The original study saw afraid rise "
-        "and calm fall as danger grows."
+        "Only a number changes in each prompt family; in half the families danger rises with "
+        "it, in the other half it falls, on the same numbers. Per family, Spearman's rho of "
+        "the final token's read-out with the quantity order, signed so that positive means "
+        "rising with danger, then its mean over families. The claim is at the layer fixed in "
+        "advance (headline): p against directions drawn at random in the span of the emotion "
+        "vectors (at the feature level: their top-k features), p_random against isotropic "
+        "random directions (random feature sets), p_order against the quantity order "
+        "permuted within every family. Other layers are descriptive."
     )
     for (model,), group in grouped(rows, "model").items():
         figure = go.Figure(
@@ -160,13 +164,11 @@ def quantity(store: Store) -> Section:
             ]
         )
         figure.update_layout(
-            title=f"{model}: mean danger rho over families, by layer",
+            title=f"{model}: mean danger rho over families, by layer (descriptive)",
             xaxis_title="layer",
             yaxis_title="mean rho with danger",
         )
         section.figure(figure)
-    sae_layers = {(r["model"], r["layer"]) for r in rows if r["level"] == "features"}
-    shown = [r for r in rows if (r["model"], r["layer"]) in sae_layers]
     columns = [
         "model",
         "level",
@@ -174,29 +176,31 @@ def quantity(store: Store) -> Section:
         "emotion",
         "mean_danger_rho",
         "p_value",
+        "p_random",
+        "p_order",
         "families_rising",
         "families",
         "run_id",
     ]
+    shown = [r for r in rows if r["headline"]]
     if shown:
-        section.text("Both levels at the SAE layers:")
+        section.text("Both levels at the headline layer:")
         section.table(columns, sorted(shown, key=lambda r: (r["model"], r["emotion"], r["level"])))
     _families(store, section)
     return section
 
 
 def _families(store: Store, section: Section) -> None:
-    """Per family, afraid and calm at the layer where the direction's mean trend is largest."""
+    """Per family, afraid and calm at the headline layer."""
     cells = fetch(
         store,
-        "WITH best AS (SELECT model, emotion, arg_max(layer, abs(mean_danger_rho)) AS layer "
-        "FROM quantity_summary WHERE level = 'direction' AND mean_danger_rho IS NOT NULL "
-        "GROUP BY ALL) SELECT r.model, r.emotion, r.layer, r.family, r.stakes, r.danger_rho, "
-        "r.p_value FROM quantity_results r JOIN best b USING (model, emotion, layer) WHERE "
-        "r.level = 'direction' AND r.emotion IN ('afraid', 'calm') ORDER BY ALL",
+        "SELECT r.model, r.emotion, r.layer, r.family, r.stakes, r.danger_rho, r.p_value FROM "
+        "quantity_results r JOIN quantity_summary s USING (model, level, layer, emotion) "
+        "WHERE s.headline AND r.level = 'direction' AND r.emotion IN ('afraid', 'calm') "
+        "ORDER BY ALL",
     )
     if cells:
-        section.text("Per family, the direction at each emotion's strongest layer:")
+        section.text("Per family, the direction at the headline layer:")
         section.table(
             ["model", "emotion", "layer", "family", "stakes", "danger_rho", "p_value"], cells
         )

@@ -5,11 +5,10 @@ from __future__ import annotations
 import numpy as np
 import plotly.graph_objects as go
 
-from saefeatures import plots, stats
+from saefeatures import plots
 from saefeatures.alignment import feature_map
 from saefeatures.report.page import Section, fetch, grouped
 from saefeatures.store.database import Store
-from saefeatures.store.read import read_vectors
 
 # Emotions whose top aligned features are listed (those present are shown).
 SHOWN_EMOTIONS = ("happy", "sad", "afraid", "calm", "angry", "desperate")
@@ -19,9 +18,9 @@ def geometry(store: Store) -> Section:
     section = Section("geometry", "Geometry by layer")
     rows = fetch(
         store,
-        "SELECT model, corpus, layer, rel_depth, pearson_r, ci_low, ci_high, "
-        "var_explained, p_value, q_value, run_id FROM geometry WHERE method = "
-        "'denoised' AND component = 'PC1' ORDER BY model, corpus, layer",
+        "SELECT model, corpus, layer, rel_depth, pearson_r, ci_low, ci_high, run_id "
+        "FROM geometry WHERE method = 'denoised' AND component = 'PC1' AND emotion_set = "
+        "'all' ORDER BY model, corpus, layer",
     )
     if not rows:
         section.empty("No geometry yet: `saefeatures vectors` then `saefeatures geometry`.")
@@ -43,59 +42,68 @@ def geometry(store: Store) -> Section:
             )
         )
     figure.update_layout(
-        title="PC1-valence Pearson r (95% bootstrap CI) by relative depth",
+        title="PC1-valence Pearson r by relative depth (95% CI: emotions resampled, PCA refitted)",
         xaxis_title="relative depth",
         yaxis_title="r",
     )
     section.figure(figure)
-    best = [
-        max(group, key=lambda r: r["pearson_r"])
-        for group in grouped(rows, "model", "corpus").values()
-    ]
     columns = [
         "model",
         "corpus",
+        "emotion_set",
+        "n_emotions",
         "layer",
+        "rel_depth",
         "pearson_r",
         "ci_low",
         "ci_high",
-        "var_explained",
         "p_value",
-        "q_value",
+        "heldout_r",
+        "heldout_low",
+        "heldout_high",
+        "split_r",
+        "same_layer",
         "run_id",
     ]
-    section.text("Best layer per model and corpus:")
+    best = fetch(
+        store,
+        f"SELECT {', '.join(columns)} FROM geometry_best WHERE method = 'denoised' "
+        "ORDER BY model, corpus, emotion_set",
+    )
+    section.text(
+        "Best layer per model, corpus and emotion set. Its CI comes from resamples of the "
+        "emotions that refit the PCA and choose the layer anew; p is against the largest r "
+        "over all layers of shuffled ratings; held-out r chooses the layer on half of the "
+        "emotions and scores the other half (mean and 95% range over 200 halves); split_r is "
+        "what a pure positive/negative split reaches on the same emotions."
+    )
     section.table(columns, best)
     return section
 
 
 def pca_and_cosines(store: Store) -> Section:
-    """PC1 against PC2 of the vectors at each model and corpus's best layer, and the
-    sanity pairs' cosines there."""
+    """PC1 against PC2 of the vectors at each model and corpus's best layer (the geometry
+    stage's oriented scores), and the sanity pairs' cosines there."""
     section = Section("pca", "PCA and cosine sanity pairs")
-    best = fetch(
+    scores = fetch(
         store,
-        "SELECT model, corpus, arg_max(layer, pearson_r) AS layer FROM geometry "
-        "WHERE method = 'denoised' AND component = 'PC1' GROUP BY ALL ORDER BY ALL",
+        "SELECT s.model, s.corpus, s.layer, s.emotion, s.pc1, s.pc2, r.valence FROM "
+        "pca_scores s LEFT JOIN emotion_ratings r USING (emotion) WHERE s.method = "
+        "'denoised' AND s.emotion_set = 'all' ORDER BY ALL",
     )
-    if not best:
+    if not scores:
         section.empty("No geometry yet: `saefeatures geometry`.")
         return section
-    valence = {r["emotion"]: r["valence"] for r in fetch(store, "SELECT * FROM emotion_ratings")}
-    for b in best:
-        vector_set = read_vectors(store, b["model"], b["corpus"], "denoised")
-        matrix = vector_set.vectors[:, vector_set.layers.index(b["layer"])]
-        scores = stats.pca(matrix, 2).scores
-        colour = [valence.get(e) for e in vector_set.emotions]
+    for (model, corpus, layer), group in grouped(scores, "model", "corpus", "layer").items():
         figure = go.Figure(
             go.Scatter(
-                x=scores[:, 0],
-                y=scores[:, 1],
+                x=[r["pc1"] for r in group],
+                y=[r["pc2"] for r in group],
                 mode="markers",
-                text=vector_set.emotions,
+                text=[r["emotion"] for r in group],
                 hovertemplate="%{text}<extra></extra>",
                 marker={
-                    "color": [np.nan if c is None else c for c in colour],
+                    "color": [np.nan if r["valence"] is None else r["valence"] for r in group],
                     "colorscale": plots.DIVERGING_SCALE,
                     "colorbar": {"title": "valence"},
                     "size": 8,
@@ -103,8 +111,8 @@ def pca_and_cosines(store: Store) -> Section:
             )
         )
         figure.update_layout(
-            title=f"{b['model']}, {b['corpus']}, layer {b['layer']}: emotion "
-            "vectors on PC1 and PC2, coloured by valence",
+            title=f"{model}, {corpus}, layer {layer}: emotion vectors on PC1 (oriented to "
+            "valence) and PC2 (to arousal), coloured by valence",
             xaxis_title="PC1",
             yaxis_title="PC2",
         )
@@ -121,10 +129,8 @@ def pca_and_cosines(store: Store) -> Section:
     ]
     pairs = fetch(
         store,
-        "SELECT v.* FROM vector_pairs v JOIN (SELECT model, corpus, arg_max("
-        "layer, pearson_r) AS layer FROM geometry WHERE method = 'denoised' AND "
-        "component = 'PC1' GROUP BY ALL) b USING (model, corpus, layer) WHERE "
-        "v.method = 'denoised' ORDER BY ALL",
+        "SELECT v.* FROM vector_pairs v JOIN geometry_best b USING (model, corpus, layer, "
+        "method) WHERE v.method = 'denoised' AND b.emotion_set = 'all' ORDER BY ALL",
     )
     section.table(columns, pairs)
     return section

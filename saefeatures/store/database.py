@@ -276,6 +276,12 @@ class Store:
         ]
         return [(name, self._scalar(f'SELECT count(*) FROM "{name}"')) for name in names]
 
+    def register_model(self, run_id: str, described: dict[str, Any]) -> None:
+        """Write (or refresh) a model's row in `models`: its depth and widths, which views
+        and reports read."""
+        row = {"run_id": run_id, **described}
+        self.replace("models", {"model": described["model"]}, {k: [v] for k, v in row.items()})
+
     def tables_with_column(self, column: str) -> list[str]:
         return [
             row[0]

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from saefeatures import interventions, models, progress
+from saefeatures import interventions, models, progress, stats
 from saefeatures.config import project_data
 from saefeatures.corpora import jsonl
 from saefeatures.errors import SaefeaturesError
@@ -186,7 +186,7 @@ def behaviour(store: Store, options: BehaviourOptions) -> dict[str, Any]:
 def _probabilities(model, rows, shown, layer, condition: Condition, options) -> np.ndarray:
     steer = None
     if condition.edit is not None:
-        intervention = interventions.Intervention(layer, condition.edit)
+        intervention = interventions.Intervention.at(layer, condition.edit)
         steer = lambda batch, chunk: [intervention]  # noqa: E731
     logits = choices.letter_logits(model, rows, options.batch_size, steer)
     return np.stack([unethical_probability(logits, shown), choices.first_probability(logits)])
@@ -212,7 +212,8 @@ def _detail_rows(condition: Condition, found: np.ndarray, shown: list[Presentati
 
 def summarize(results: list[tuple[Condition, np.ndarray]], options: BehaviourOptions) -> list[dict]:
     """Per condition: mean P(unethical) over scenarios, its shift from unsteered, both with
-    bootstrap intervals over scenarios, and the mean P(A) (the position bias)."""
+    bootstrap intervals over scenarios, the shift's sign-flip p and its Benjamini-Hochberg
+    q over the steered conditions, and the mean P(A) (the position bias)."""
     base = per_scenario(results[0][1][0])
     summary = []
     for condition, found in results:
@@ -237,7 +238,25 @@ def summarize(results: list[tuple[Condition, np.ndarray]], options: BehaviourOpt
                 "shift": float((steered - base).mean()),
                 "shift_ci_low": float(low[1]),
                 "shift_ci_high": float(high[1]),
+                "shift_p": sign_flip_p(steered - base, options.resamples, options.seed)
+                if condition.level != "none"
+                else None,
+                "shift_q": None,
                 "p_a": float(found[1].mean()),
             }
         )
+    tested = [row for row in summary if row["shift_p"] is not None]
+    if tested:
+        q = stats.benjamini_hochberg(np.array([row["shift_p"] for row in tested]))
+        for row, value in zip(tested, q, strict=True):
+            row["shift_q"] = float(value)
     return summary
+
+
+def sign_flip_p(differences: np.ndarray, resamples: int, seed: int) -> float:
+    """Two-sided p of a mean paired difference: under no effect each difference's sign is
+    a coin flip. The +1s keep p > 0."""
+    signs = np.random.default_rng(seed).choice([-1.0, 1.0], size=(resamples, len(differences)))
+    null = np.abs((signs * differences).mean(axis=1))
+    observed = abs(differences.mean())
+    return float((1 + np.sum(null >= observed * (1 - 1e-12))) / (1 + resamples))

@@ -266,7 +266,7 @@ def steering_for(layer: int, edit: Any, steered: SteeredRows) -> choices.Steerin
 
     def make(batch: choices.Batch, chunk) -> list[interventions.Intervention]:
         mask = choices.positions_mask([steered.positions[i] for i in chunk], batch.ids.shape[1])
-        return [interventions.Intervention(layer, edit, token_mask=mask)]
+        return [interventions.Intervention.at(layer, edit, token_mask=mask)]
 
     return make
 

@@ -1,14 +1,21 @@
 """The quantity test (`saefeatures validate quantity`): does an emotion's reading track a
 situation's stakes rather than its words?
 
-Each prompt family changes only a number (a dose, a height, a debt) from harmless to
-dangerous. Per family, the final token of each prompt (chat-formatted for instruct
-models) is read at every layer: its projection on each emotion's direction, and the
-signed summed activation of the emotion's top aligned SAE features. Spearman's rho with
-the log-quantity (the quantities ascend, so with their order) measures the trend; the
-null permutes the quantity order. Across families, the mean rho signed by the family's
-stakes (danger rising with the number or falling) gets a null that permutes the order
-within every family. The original study saw afraid rise and calm fall with danger.
+Each prompt family changes only a number (a dose, a height, a debt). In half the families
+danger rises with the number, in the other half it falls, each falling family on the same
+numbers as a rising one and about as long, so that a reading drifting with the number's
+size, its digits or the prompt's length cancels. Per family, the final token of each prompt
+(chat-formatted for instruct models) is read at every layer: its projection on each
+emotion's direction, and the signed summed activation of the emotion's top aligned SAE
+features. Spearman's rho with the quantity order measures the trend, signed by the
+family's stakes ("danger rho"), and averaged over families.
+
+The claim is the mean danger rho at one layer fixed in advance (the steering layer, a
+third of the depth by default): is it larger than that of directions drawn at random in
+the span of the emotion vectors, read out the same way (`p_value`), and than isotropic
+random directions (`p_random`)? At the feature level the nulls are the top-k features of
+such directions and random k-feature sets. Other layers are descriptive. The source study
+saw afraid rise and calm fall with danger, on families whose danger only rose.
 """
 
 from __future__ import annotations
@@ -167,6 +174,59 @@ def check_inputs(store: Store, options: QuantityOptions) -> tuple[readouts.Plan,
     return readouts.plan(store, options), families
 
 
+def headline_layer(plan: readouts.Plan, options: QuantityOptions) -> int:
+    """The layer of the claim: as asked, else the read layer nearest a third of the depth
+    (where `saefeatures steer` steers by default)."""
+    if options.headline_layer is not None:
+        return options.headline_layer
+    third = round(models.shape_of(plan.spec)["n_layers"] / 3)
+    return min(plan.layers, key=lambda layer: abs(layer - third))
+
+
+# -- nulls read out the same way ------------------------------------------------------------
+
+
+def unit_rows(rows: np.ndarray) -> np.ndarray:
+    return rows / np.linalg.norm(rows, axis=-1, keepdims=True)
+
+
+def null_directions(
+    vectors: np.ndarray, count: int, rng: np.random.Generator
+) -> dict[str, np.ndarray]:
+    """`[count, d]` unit directions: in the span of the emotion vectors `[E, d]` (random
+    mixtures of them) and isotropic."""
+    mixtures = rng.standard_normal((count, len(vectors))) @ vectors
+    return {
+        "subspace": unit_rows(mixtures),
+        "random": unit_rows(rng.standard_normal((count, vectors.shape[1]))),
+    }
+
+
+def null_feature_weights(
+    decoder: np.ndarray, directions: np.ndarray, k: int, rng: np.random.Generator
+) -> dict[str, np.ndarray]:
+    """`[count, d_sae]` signed read-out weights: the top-k features of subspace-random
+    directions by decoder cosine (signed as the real ones), and random k-feature sets."""
+    cosines = unit_rows(directions) @ unit_rows(decoder).T
+    top = np.argsort(-np.abs(cosines), axis=1)[:, :k]
+    aligned = np.zeros_like(cosines)
+    np.put_along_axis(aligned, top, np.sign(np.take_along_axis(cosines, top, axis=1)), axis=1)
+    picked = np.argsort(rng.random(cosines.shape), axis=1)[:, :k]
+    random = np.zeros_like(cosines)
+    np.put_along_axis(random, picked, rng.choice([-1.0, 1.0], size=picked.shape), axis=1)
+    return {"subspace": aligned, "random": random}
+
+
+def mean_danger_of(values: np.ndarray, families: list[Family]) -> np.ndarray:
+    """Mean danger rho over families of each column of `values` `[prompts, N]`: `[N]`."""
+    bounds = np.cumsum([0] + [len(f.quantities) for f in families])
+    rho = np.stack([spearman_with_order(values[a:b].T) for a, b in pairwise(bounds)])
+    signs = np.array([STAKES[f.stakes] for f in families])[:, None]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.nanmean(signs * rho, axis=0)
+
+
 # -- the stage ---------------------------------------------------------------------------
 
 
@@ -186,28 +246,19 @@ def run_test(store: Store, options: QuantityOptions) -> dict[str, Any]:
             model,
             prompts,
             plan.layers,
-            sets,
+            [(s.layer, s.sae) for s in sets],
             readouts.final_token_weights,
             options.batch_size,
             chat_formatted=True,
         )
-        levels = []
-        if plan.level != "features":
-            levels += [
-                (
-                    {"level": "direction", "sae_id": None, "k": None},
-                    plan.layers,
-                    readouts.projections(readout.residual, plan.vectors),
-                )
-            ]
-        levels += [
-            ({"level": "features", "sae_id": s.sae_id, "k": s.k}, [s.layer], f[:, None])
-            for s, f in zip(sets, readout.features, strict=True)
-        ]
+        levels = _levels(plan, sets, readout, families, options)
+        at = headline_layer(plan, options)
         tables = {"quantity_scores": [], "quantity_results": [], "quantity_summary": []}
-        for level, layers, values in levels:
+        for level, layers, values, nulls in levels:
             common = {"run_id": run_id, "model": plan.spec.name, **level}
-            trends = _level_tables(common, layers, values, plan.emotions, families, options)
+            trends = _level_tables(
+                common, layers, values, nulls, plan.emotions, families, options, at
+            )
             for name, rows in trends.items():
                 tables[name] += rows
         changes = [
@@ -231,8 +282,52 @@ def run_test(store: Store, options: QuantityOptions) -> dict[str, Any]:
     }
 
 
-def _level_tables(common, layers, values, emotions, families, options) -> dict[str, list]:
-    """One level's rows: `values` are `[prompts, layers, E]` read-outs in family order."""
+def _levels(
+    plan: readouts.Plan,
+    sets: list,
+    readout: readouts.Readout,
+    families: list[Family],
+    options: QuantityOptions,
+) -> list[tuple[dict, list[int], np.ndarray, list[dict[str, np.ndarray]]]]:
+    """Each level's (columns, layers, read-outs `[prompts, layers, E]`, per layer the mean
+    danger rho of its null directions or feature sets, read out the same way)."""
+    rng = np.random.default_rng(options.seed)
+    count = options.null_directions
+    levels = []
+    if plan.level != "features":
+        nulls = []
+        for li in range(len(plan.layers)):
+            directions = null_directions(plan.vectors[:, li], count, rng)
+            residual = readout.residual[:, li]
+            nulls.append(
+                {k: mean_danger_of(residual @ d.T, families) for k, d in directions.items()}
+            )
+        values = readouts.projections(readout.residual, plan.vectors)
+        levels.append(
+            ({"level": "direction", "sae_id": None, "k": None}, plan.layers, values, nulls)
+        )
+    for s, latents in zip(sets, readout.latents, strict=True):
+        vectors = plan.vectors[:, plan.layers.index(s.layer)]
+        directions = null_directions(vectors, count, rng)["subspace"]
+        decoder = s.sae.W_dec.detach().float().cpu().numpy()
+        weights = null_feature_weights(decoder, directions, s.k, rng)
+        nulls = {kind: mean_danger_of(latents @ w.T, families) for kind, w in weights.items()}
+        levels.append(
+            (
+                {"level": "features", "sae_id": s.sae_id, "k": s.k},
+                [s.layer],
+                s.read(latents)[:, None],
+                [nulls],
+            )
+        )
+    return levels
+
+
+def _level_tables(
+    common, layers, values, nulls, emotions, families, options, at
+) -> dict[str, list]:
+    """One level's rows: `values` are `[prompts, layers, E]` read-outs in family order;
+    `nulls` per layer the null draws of the mean danger rho; `at` the headline layer."""
     bounds = np.cumsum([0] + [len(f.quantities) for f in families])
     series = [np.moveaxis(values[a:b], 0, -1) for a, b in pairwise(bounds)]
     signs = np.array([STAKES[f.stakes] for f in families])
@@ -241,11 +336,11 @@ def _level_tables(common, layers, values, emotions, families, options) -> dict[s
     scores, results, summary = [], [], []
     for li, layer in enumerate(layers):
         for e, emotion in enumerate(emotions):
-            at = {**common, "layer": layer, "emotion": emotion}
+            where = {**common, "layer": layer, "emotion": emotion}
             for f, family in enumerate(families):
                 scores += [
                     {
-                        **at,
+                        **where,
                         "family": family.name,
                         "quantity": q,
                         "value": float(series[f][li, e, i]),
@@ -255,7 +350,7 @@ def _level_tables(common, layers, values, emotions, families, options) -> dict[s
                 rho = float(trend.rho[f, li, e])
                 results.append(
                     {
-                        **at,
+                        **where,
                         "family": family.name,
                         "stakes": family.stakes,
                         "n_quantities": len(family.quantities),
@@ -265,16 +360,28 @@ def _level_tables(common, layers, values, emotions, families, options) -> dict[s
                     }
                 )
             danger = signs * trend.rho[:, li, e]
+            observed = overall[li, e]
             summary.append(
                 {
-                    **at,
+                    **where,
                     "families": int(np.isfinite(danger).sum()),
                     "families_rising": int((danger > 0).sum()),
-                    "mean_danger_rho": _finite(overall[li, e]),
-                    "p_value": _finite(overall_p[li, e]),
+                    "mean_danger_rho": _finite(observed),
+                    "p_value": _null_p(observed, nulls[li]["subspace"]),
+                    "p_random": _null_p(observed, nulls[li]["random"]),
+                    "p_order": _finite(overall_p[li, e]),
+                    "headline": layer == at,
                 }
             )
     return {"quantity_scores": scores, "quantity_results": results, "quantity_summary": summary}
+
+
+def _null_p(observed: float, null: np.ndarray) -> float | None:
+    """Two-sided p of a mean danger rho against its null draws; the +1s keep p > 0."""
+    if math.isnan(observed):
+        return None
+    finite = null[np.isfinite(null)]
+    return float((1 + np.sum(np.abs(finite) >= abs(observed) * (1 - 1e-12))) / (1 + len(finite)))
 
 
 def _comparisons(
@@ -292,20 +399,20 @@ def _comparisons(
 
 
 def summarize(summary: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per emotion: the direction's strongest layer, and the features at each SAE layer."""
+    """Per emotion: both levels at the headline layer (fixed in advance), and the features
+    at any other SAE layer."""
     shown_rows = []
     for emotion in dict.fromkeys(r["emotion"] for r in summary):
         own = [r for r in summary if r["emotion"] == emotion and r["mean_danger_rho"] is not None]
-        direction = [r for r in own if r["level"] == "direction"]
-        picked = [max(direction, key=lambda r: abs(r["mean_danger_rho"]))] if direction else []
-        picked += [r for r in own if r["level"] == "features"]
+        picked = [r for r in own if r["headline"] or r["level"] == "features"]
         shown_rows += [
             {
                 "emotion": emotion,
                 "level": r["level"],
                 "layer": r["layer"],
                 "mean danger rho": r["mean_danger_rho"],
-                "p": r["p_value"],
+                "p (span of the vectors)": r["p_value"],
+                "p (random)": r["p_random"],
                 "families rising": f"{r['families_rising']}/{r['families']}",
             }
             for r in picked

@@ -52,8 +52,10 @@ class Plan:
     aligned: list[dict[str, list[tuple[int, float]]]]  # per SAE: emotion -> top features
 
 
-def plan(store: Store, options: ReadoutOptions) -> Plan:
-    """Every check the two levels need, before anything runs, so bad input writes nothing."""
+def plan(store: Store, options: ReadoutOptions, aligned: bool = True) -> Plan:
+    """Every check the two levels need, before anything runs, so bad input writes nothing.
+    With `aligned`, the features are each emotion's top aligned ones from the store (a
+    stage that chooses its own features passes False)."""
     models.check_options(options.dtype, options.device)
     spec = models.resolve(options.model)
     read = (store, spec.name, options.corpus, options.method, options.emotions)
@@ -64,10 +66,11 @@ def plan(store: Store, options: ReadoutOptions) -> Plan:
         sae_layers = {row["layer"] for row in rows}
         layers = sorted(sae_layers if options.level == "features" else {*layers, *sae_layers})
         emotions, layers, found = emotion_vectors(*read, layers)
-    aligned = [
-        aligned_features(store, row, options.corpus, emotions, options.top_k) for row in rows
+    chosen = [
+        aligned_features(store, row, options.corpus, emotions, options.top_k) if aligned else {}
+        for row in rows
     ]
-    return Plan(spec, options.level, emotions, layers, found, rows, aligned)
+    return Plan(spec, options.level, emotions, layers, found, rows, chosen)
 
 
 def run_config(chosen: Plan, options: ReadoutOptions) -> dict[str, Any]:
@@ -137,6 +140,11 @@ class FeatureSet:
     weights: np.ndarray  # [E, len(columns)]: cosine sign of an emotion's top-k, else 0
     k: int
 
+    def read(self, latents: np.ndarray) -> np.ndarray:
+        """`[n, E]` read-outs from a `Readout`'s pooled latents of this SAE: each emotion's
+        top features summed, each signed by its decoder cosine."""
+        return latents[:, self.columns] @ self.weights.T
+
 
 def sae_rows(store: Store, model: str, layers: list[int], chosen: str | None) -> list[dict]:
     """The SAE (first by id, or `chosen`: the model's own, at its layer) at each of
@@ -159,13 +167,20 @@ def _feature_set(
     row: dict, chosen: dict[str, list[tuple[int, float]]], k: int, device: str
 ) -> FeatureSet:
     """Load the SAE and lay its emotions' top features out as one read-out matrix."""
+    sae = loading.read_saelens(Path(row["path"]), device)
+    return with_features(row["sae_id"], row["layer"], sae, chosen, k)
+
+
+def with_features(
+    sae_id: str, layer: int, sae: Any, chosen: dict[str, list[tuple[int, float]]], k: int
+) -> FeatureSet:
+    """An SAE's read-out matrix for each emotion's chosen (feature, cosine) pairs."""
     columns = sorted({feature for items in chosen.values() for feature, _ in items})
     weights = np.zeros((len(chosen), len(columns)))
     for e, items in enumerate(chosen.values()):
         for feature, score in items:
             weights[e, columns.index(feature)] = np.sign(score)
-    sae = loading.read_saelens(Path(row["path"]), device)
-    return FeatureSet(row["sae_id"], row["layer"], sae, columns, weights, k)
+    return FeatureSet(sae_id, layer, sae, columns, weights, k)
 
 
 # -- one forward, both levels ------------------------------------------------------------
@@ -176,7 +191,7 @@ class Readout:
     """Per text: weighted mean residual per layer and feature read-outs per SAE."""
 
     residual: np.ndarray  # [n, layers, d]
-    features: list[np.ndarray]  # per feature set: [n, E] signed summed activations
+    latents: list[np.ndarray]  # per SAE read: [n, d_sae] weighted mean latent activations
     kept: np.ndarray  # [n] bool: the text has a token with weight > 0
 
 
@@ -195,15 +210,17 @@ def read_out(
     model: models.LoadedModel,
     texts: list[str],
     layers: list[int],
-    feature_sets: list[FeatureSet],
+    saes: list[tuple[int, Any]],
     weights_of: Weights,
     batch_size: int,
     chat_formatted: bool = False,
 ) -> Readout:
-    """Every text through the model once per batch (by length), read at every layer.
+    """Every text through the model once per batch (by length), read at every layer and
+    through every (layer, SAE).
 
     The forward stops after the last layer needed; each SAE encodes the residual of its
-    layer token by token, and both levels average the same weighted tokens.
+    layer token by token, and both levels average the same weighted tokens. Every latent
+    is kept, so that features can be chosen after reading (e.g. on a training half).
     """
     add_special = not (chat_formatted and model.is_chat)
     ids = model.tokenizer(
@@ -211,9 +228,9 @@ def read_out(
     )["input_ids"]
     order = sorted(range(len(texts)), key=lambda i: len(ids[i]))
     residual = np.zeros((len(texts), len(layers), model.d_model), dtype=np.float32)
-    read = [np.zeros((len(texts), len(s.weights))) for s in feature_sets]
+    read = [np.zeros((len(texts), int(sae.cfg.d_sae)), dtype=np.float32) for _, sae in saes]
     kept = np.zeros(len(texts), dtype=bool)
-    needed = sorted({*layers, *(s.layer for s in feature_sets)})
+    needed = sorted({*layers, *(layer for layer, _ in saes)})
     for start in progress.track(range(0, len(order), batch_size), "reading out texts"):
         chunk = order[start : start + batch_size]
         batch = model.tokenizer.pad({"input_ids": [ids[i] for i in chunk]}, return_tensors="pt")
@@ -225,10 +242,9 @@ def read_out(
         stacked = torch.stack([acts[layer].float().cpu() for layer in layers], dim=1)
         residual[chunk] = torch.einsum("blpd,bp->bld", stacked, weights).numpy()
         kept[chunk] = (counts > 0).cpu().numpy()
-        for s, out in zip(feature_sets, read, strict=True):
-            encoded = s.sae.encode(acts[s.layer].to(s.sae.W_dec.device, s.sae.W_dec.dtype))
-            pooled = torch.einsum("bpf,bp->bf", encoded[..., s.columns].float().cpu(), weights)
-            out[chunk] = pooled.numpy() @ s.weights.T
+        for (layer, sae), out in zip(saes, read, strict=True):
+            encoded = sae.encode(acts[layer].to(sae.W_dec.device, sae.W_dec.dtype))
+            out[chunk] = torch.einsum("bpf,bp->bf", encoded.float().cpu(), weights).numpy()
     return Readout(residual, read, kept)
 
 

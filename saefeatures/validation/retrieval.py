@@ -6,30 +6,33 @@ The passages of every emotion of the stored vector set are split by passage or b
 the training half exactly as `saefeatures vectors` builds them (against the mean over the
 vector set's emotions, from the same token offset, and for denoised vectors with as many
 neutral principal components removed as the stored vectors had). Each emotion then ranks
-the candidates — the held-out passages of every emotion, the neutral passages and the
-other emotions' training passages — by projection on its direction, and at the feature
-level by the summed activation of its top aligned SAE features. Precision@10 and average
-precision score the ranking (tied scores in every order alike); chance is the expected
-average precision of a random ranking, and the shuffled-label null permutes which
-candidates count as the emotion's own.
+the candidates, the held-out passages of every emotion and the corpus's neutral passages
+(never a passage that made a vector), by projection on its direction, and at the feature
+level by the summed activation of the SAE features that the training half's vector aligns
+with best (top-k by decoder cosine, each signed by its cosine): both levels choose on the
+training half only. Precision@10 and average precision score the ranking (tied scores in
+every order alike); chance is the expected average precision of a random ranking, and the
+shuffled-label null permutes which candidates count as the emotion's own.
 
-The feature level is not held out as the direction is: its features are the ones
-`saefeatures align` found for the vectors of the whole corpus, held-out half included, so
-they have seen the passages they rank.
+The source study retrieved with vectors from its whole story set; we hold out half so that
+the score is not on text the vector was made from.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
 from saefeatures import models
+from saefeatures.alignment import measures
 from saefeatures.corpora import catalog
 from saefeatures.errors import SaefeaturesError
 from saefeatures.options import RetrievalOptions
+from saefeatures.sae import loading
 from saefeatures.store.database import Store
 from saefeatures.store.read import read_vectors
 from saefeatures.validation import readouts
@@ -179,7 +182,7 @@ def _recipe(store: Store, model: str, options: RetrievalOptions) -> tuple[int, d
 def check_inputs(store: Store, options: RetrievalOptions) -> Inputs:
     """The plan, the split of every vector emotion's passages, and every text reaching past
     the vectors' token offset (checked with the tokenizer), before anything runs."""
-    plan = readouts.plan(store, options)
+    plan = readouts.plan(store, options, aligned=False)
     emotions = read_vectors(store, plan.spec.name, options.corpus, options.method).emotions
     passages = [p for p in _numbered(store, options.corpus) if p.emotion in emotions]
     split = split_passages(passages, options.split, options.seed)
@@ -246,8 +249,9 @@ def _candidates(inputs: Inputs, corpus: str) -> list[Candidate]:
 
 @dataclass(frozen=True)
 class Ranking:
-    """Per emotion, which candidates it ranks (all but its own training passages) and which
-    of them are hits (its own held-out passages); shuffled labels per candidate count."""
+    """Per emotion, which candidates it ranks (the held-out half and neutral text: no passage
+    that made a vector, of any emotion) and which of them are hits (its own held-out
+    passages); shuffled labels per candidate count."""
 
     eligible: np.ndarray  # [E, n] bool
     relevant: np.ndarray  # [E, n] bool
@@ -259,9 +263,7 @@ class Ranking:
     def of(
         cls, candidates: list[Candidate], emotions: list[str], options: RetrievalOptions
     ) -> Ranking:
-        eligible = np.array(
-            [[not (c.part == "training" and c.emotion == e) for c in candidates] for e in emotions]
-        )
+        eligible = np.array([[c.part != "training" for c in candidates] for _ in emotions])
         relevant = np.array(
             [[c.part == "held-out" and c.emotion == e for c in candidates] for e in emotions]
         )
@@ -347,19 +349,43 @@ def retrieve(store: Store, options: RetrievalOptions) -> dict[str, Any]:
         for name in (options.corpus, catalog.neutral_of(options.corpus)):
             catalog.ensure_builtin(store, run_id, name)
         model = models.load(plan.spec.name, dtype=options.dtype, device=options.device)
-        sets = readouts.feature_sets(plan, options)
+        saes = [
+            (row["layer"], loading.read_saelens(Path(row["path"]), options.device))
+            for row in plan.sae_rows
+        ]
         weights = readouts.offset_weights(inputs.offset)
         readout = readouts.read_out(
-            model, inputs.texts(), plan.layers, sets, weights, options.batch_size
+            model, inputs.texts(), plan.layers, saes, weights, options.batch_size
         )
-        tables, summary = _score_all(run_id, inputs, options, readout, sets)
+        tables, summary = _score_all(run_id, inputs, options, readout, saes)
         store.replace_all(tables)
     return {"run_id": run_id, "model": plan.spec.name, **summary}
 
 
-def _score_all(run_id, inputs, options, readout, sets) -> tuple[list, dict[str, Any]]:
+def _training_features(
+    plan: readouts.Plan, saes: list[tuple[int, Any]], split: np.ndarray, k: int
+) -> list[readouts.FeatureSet]:
+    """Each SAE's top-k features per emotion by decoder cosine with the training half's
+    vectors: chosen on the passages that are not ranked, as the direction is."""
+    sets = []
+    for row, (layer, sae) in zip(plan.sae_rows, saes, strict=True):
+        decoder = sae.W_dec.detach().float().cpu().numpy()
+        vectors = split[:, plan.layers.index(layer)]
+        chosen = {
+            emotion: list(
+                zip(*measures.top_by_abs(measures.decoder_cosines(v, decoder), k), strict=True)
+            )
+            for emotion, v in zip(plan.emotions, vectors, strict=True)
+        }
+        sets.append(readouts.with_features(row["sae_id"], layer, sae, chosen, k))
+    return sets
+
+
+def _score_all(run_id, inputs, options, readout, saes) -> tuple[list, dict[str, Any]]:
     """Every level's rows, the top passages and the comparisons, as store replacements."""
     plan = inputs.plan
+    split = _split_vectors(readout, inputs, options.method)
+    sets = _training_features(plan, saes, split, options.top_k)
     candidates = _candidates(inputs, options.corpus)
     ranking = Ranking.of(candidates, plan.emotions, options)
     base = {
@@ -370,9 +396,7 @@ def _score_all(run_id, inputs, options, readout, sets) -> tuple[list, dict[str, 
     }
     levels = []
     if plan.level != "features":
-        direction = readouts.projections(
-            readout.residual, _split_vectors(readout, inputs, options.method)
-        )
+        direction = readouts.projections(readout.residual, split)
         levels += [
             (
                 {**base, "layer": layer, "level": "direction", "sae_id": None, "k": None},
@@ -381,8 +405,8 @@ def _score_all(run_id, inputs, options, readout, sets) -> tuple[list, dict[str, 
             for i, layer in enumerate(plan.layers)
         ]
     levels += [
-        ({**base, "layer": s.layer, "level": "features", "sae_id": s.sae_id, "k": s.k}, scores)
-        for s, scores in zip(sets, readout.features, strict=True)
+        ({**base, "layer": s.layer, "level": "features", "sae_id": s.sae_id, "k": s.k}, s.read(f))
+        for s, f in zip(sets, readout.latents, strict=True)
     ]
     results, tops = [], []
     for common, scores in levels:

@@ -116,7 +116,9 @@ def store(tmp_path) -> Store:
 
 
 def _options(**changes) -> UmapOptions:
-    return UmapOptions(layer=LAYER, model=MODEL, **{"background": 50, **changes})
+    return UmapOptions(
+        layer=LAYER, model=MODEL, **{"background": 50, "corpus": "templates", **changes}
+    )
 
 
 def test_draw_writes_offline_png_and_html(store, tmp_path):

@@ -48,6 +48,7 @@ def test_run_then_sql_and_db_info(tmp_path, tiny_llama_dir):
     assert (tmp_path / "o").is_dir()
     runs = run_cli("sql", "SELECT command, status FROM runs", "--format", "csv", env=env)
     assert sorted(runs.stdout.splitlines()[1:]) == [
+        "geometry,ok",  # templates, then the stories the later stages read
         "geometry,ok",
         "run,ok",
         "steer,ok",
@@ -55,6 +56,7 @@ def test_run_then_sql_and_db_info(tmp_path, tiny_llama_dir):
         "validate preferences,ok",
         "validate quantity,ok",
         "validate retrieval,ok",
+        "vectors,ok",
         "vectors,ok",
     ]
     model = run_cli("sql", "SELECT n_layers, d_model FROM models", "--format", "json", env=env)
@@ -67,7 +69,7 @@ def test_run_then_sql_and_db_info(tmp_path, tiny_llama_dir):
         env=env,
     )
     assert best.stdout.splitlines() == ["n", "2"], best.stdout  # --layers 1,3
-    assert len(list((tmp_path / "o" / "geometry").rglob("*.html"))) == 3
+    assert len(list((tmp_path / "o" / "geometry").rglob("*.html"))) == 2 * 3  # two corpora
     assert len(list((tmp_path / "o" / "steering").rglob("*.html"))) == 3
     assert f"report: {tmp_path / 'o' / 'report.html'}" in result.stdout
     assert "Geometry by layer" in (tmp_path / "o" / "report.html").read_text()

@@ -63,15 +63,26 @@ def test_news_pairs():
 
 
 def test_quantity_families():
-    fields = {"family", "template", "quantities", "unit", "stakes"}
+    """Half the families put danger in falling numbers, each paired with a rising family on
+    the same numbers, at about the same length: a reading that drifts with the number's
+    size, digits or the prompt's length cancels across the pairs."""
+    fields = {"family", "template", "quantities", "unit", "stakes", "pair"}
     rows = read_jsonl("quantity.jsonl", fields)
-    assert len(rows) >= 6
+    assert len(rows) >= 12
     assert_unique([r["family"] for r in rows])
+    by_name = {r["family"]: r for r in rows}
     for r in rows:
-        assert r["template"].count("{q}") == 1 and r["stakes"] == "rise", r["family"]
+        assert r["template"].count("{q}") == 1 and r["stakes"] in ("rise", "fall"), r["family"]
         qs = r["quantities"]
         assert len(qs) == 8 and all(isinstance(q, int | float) and q > 0 for q in qs), qs
         assert qs == sorted(set(qs)), f"{r['family']}: not strictly ascending"
+        partner = by_name[r["pair"]]
+        assert partner["pair"] == r["family"] and partner["stakes"] != r["stakes"]
+        assert partner["quantities"] == qs, r["family"]
+        words = len(r["template"].split()), len(partner["template"].split())
+        assert max(words) <= 1.25 * min(words), (r["family"], words)
+    stakes = Counter(r["stakes"] for r in rows)
+    assert stakes["rise"] == stakes["fall"]
 
 
 def test_activities():

@@ -7,6 +7,7 @@ import hashlib
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pytest
 import torch
 import transformer_lens.patching as tl_patching
@@ -17,7 +18,7 @@ from saefeatures.patching import attribution, conclusions, patch, reply_scores, 
 from saefeatures.sae import loading
 from saefeatures.store.database import Store
 from tests.conftest import assert_user_error, run_cli
-from tests.tiny import BAD, CLEAN, CORRUPTED, GOOD, save_sae, write_pairs
+from tests.tiny import BAD, CLEAN, CORRUPTED, GOOD, model_row, save_sae, write_pairs
 
 # Equal length under the byte-level tiny tokenizer: every character is a token.
 
@@ -159,39 +160,56 @@ def test_unequal_lengths_fall_back_to_the_last_position(tiny_chat):
 # -- the conclusions on hand-made numbers ------------------------------------------------
 
 
-def _rows(effects: dict[str, list[float]], gaps: dict[str, float]):
-    """Score rows and last-position resid rows for pairs `<situation>-<condition>`."""
-    score_rows, sweep_rows = [], []
+MODEL = "m"
+
+
+def _stored(tmp_path, effects, gaps, selection=()) -> Store:
+    """A store holding score rows and resid rows (one differing position per layer) for
+    pairs `<situation>-<condition>`; `selection` names the situations that choose the layer."""
+    scores, sweeps_ = [], []
     for pair_id, by_layer in effects.items():
         situation, condition = pair_id.rsplit("-", 1)
-        for name in reply_scores.SCORES:
-            score_rows.append(
-                {
-                    "pair_id": pair_id,
-                    "condition": condition,
-                    "situation": situation,
-                    "score_name": name,
-                    "clean_score": gaps[pair_id],
-                    "corrupted_score": 0.0,
-                }
-            )
-        sweep_rows += [
+        common = {"run_id": "r", "model": MODEL, "pair_id": pair_id, "condition": condition}
+        scores += [
             {
-                "pair_id": pair_id,
-                "condition": condition,
+                **common,
+                "situation": situation,
+                "topic": None,
+                "score_name": name,
+                "score_definition": "d",
+                "clean_score": gaps[pair_id],
+                "corrupted_score": 0.0,
+                "aligned": True,
+                "prefix_length": 2,
+                "clean_tokens": 9,
+                "corrupted_tokens": 9,
+                "selection": situation in selection,
+            }
+            for name in reply_scores.SCORES
+        ]
+        sweeps_ += [
+            {
+                **common,
                 "level": "resid",
                 "layer": layer,
                 "position": 9,
                 "head": None,
+                "feature": None,
                 "effect": e,
-                "normalized": e / gaps[pair_id],
+                "normalized": None,
+                "differs": True,
+                "extra": '{"score": "anchors", "aligned": true}',
             }
             for layer, e in enumerate(by_layer)
         ]
-    return score_rows, sweep_rows
+    store = Store(tmp_path / "w.duckdb")
+    store.register_model("r", model_row(MODEL, 3))
+    store.insert("pair_scores", pa.Table.from_pylist(scores))
+    store.insert("patching_results", pa.Table.from_pylist(sweeps_))
+    return store
 
 
-def test_peaks_flips_and_correlation_on_a_hand_made_set():
+def test_peaks_flips_and_correlation_on_a_hand_made_set(tmp_path):
     effects = {
         "a-good": [0.0, 2.0, 1.0],
         "a-bad": [0.0, -1.0, -0.5],  # flips at layer 1
@@ -201,6 +219,8 @@ def test_peaks_flips_and_correlation_on_a_hand_made_set():
         "c-bad": [0.0, -2.0, -4.0],  # flips
         "d-good": [1.0, 0.2, 0.1],
         "d-bad": [-1.0, -3.0, -2.0],  # flips
+        "s-good": [0.0, 1.0, 0.0],  # the selection situation: chooses layer 1, not scored
+        "s-bad": [0.0, 1.0, 0.0],
     }
     gaps = {
         "a-good": 1.0,
@@ -211,26 +231,31 @@ def test_peaks_flips_and_correlation_on_a_hand_made_set():
         "c-bad": -3.0,
         "d-good": 1.0,
         "d-bad": -4.0,
+        "s-good": 1.0,
+        "s-bad": -1.0,
     }
-    summary = patch.summarize(*_rows(effects, gaps), n_layers=3, swept="anchors")
+    with _stored(tmp_path, effects, gaps, selection={"s"}) as store:
+        summary = patch.summarize(store, MODEL, n_layers=3, swept="anchors")
     assert summary["flips"]["layer"] == 1
     assert summary["flips"]["situations"] == {"a": True, "b": False, "c": True, "d": True}
-    good = summary["peaks"]["good"]
-    assert good["layers"] == [1, 2, 1, 0]
-    assert good["depths"] == [0.5, 1.0, 0.5, 0.0]
-    assert good["effects"] == pytest.approx([2.0, 0.5, 1.2, 1.0])
+    good = summary["peaks"]["good"]  # the effect towards the clean score, not divided by it
+    assert good["layers"] == [1, 2, 1, 0, 1]
+    assert good["depths"] == [0.5, 1.0, 0.5, 0.0, 0.5]
+    assert good["effects"] == pytest.approx([2.0, 1.0, 3.0, 1.0, 1.0])
     bad = summary["peaks"]["bad"]
-    assert bad["effects"] == pytest.approx([1.0, 0.5, 4 / 3, 0.75])
-    expected = np.corrcoef(bad["effects"], [-1.0, -2.0, -3.0, -4.0])[0, 1]
+    assert bad["effects"] == pytest.approx([1.0, 1.0, 4.0, 3.0, 0.0])
+    expected = np.corrcoef(bad["effects"], [1.0, 2.0, 3.0, 4.0, 1.0])[0, 1]
     assert bad["correlation"]["r"] == pytest.approx(expected)
     assert bad["correlation"]["ci_low"] <= bad["correlation"]["r"] <= bad["correlation"]["ci_high"]
     sep = summary["separation"]["anchors"]["clean"]
-    assert sep["good"] == {"n": 4, "right": 4, "mean": pytest.approx(1.625)}
+    assert sep["good"] == {"n": 5, "right": 5, "mean": pytest.approx(7.5 / 5)}
+    # The reply set was chosen on the selection situations: its separation leaves them out.
+    assert summary["separation"]["replies"]["clean"]["good"]["n"] == 4
 
 
-def test_a_pair_without_a_gap_has_no_peak_and_leaves_the_correlation_defined():
-    """clean == corrupted makes every normalized effect 0 / 0: that pair is left out of the
-    peaks and the correlation (it once turned the whole correlation into n/a)."""
+def test_a_pair_without_a_gap_has_no_peak_and_leaves_the_correlation_defined(tmp_path):
+    """A clean prompt that scores 0 gives no direction to move towards: that pair is left
+    out of the peaks and the correlation (it once turned the whole correlation into n/a)."""
     effects = {
         "a-bad": [0.0, -1.0, -0.5],
         "b-bad": [0.0, -2.0, -1.0],
@@ -239,16 +264,11 @@ def test_a_pair_without_a_gap_has_no_peak_and_leaves_the_correlation_defined():
         "a-good": [0.0, 1.0, 0.5],
     }
     gaps = {"a-bad": -1.0, "b-bad": -4.0, "c-bad": -3.0, "d-bad": 0.0, "a-good": 1.0}
-    score_rows, sweep_rows = _rows(effects, {**gaps, "d-bad": 1.0})
-    for row in score_rows:  # d-bad: the clean prompt scores exactly as the corrupted one
-        row["clean_score"] = gaps[row["pair_id"]]
-    for row in sweep_rows:
-        if row["pair_id"] == "d-bad":
-            row["normalized"] = float("nan")
-    bad = patch.summarize(score_rows, sweep_rows, n_layers=3, swept="anchors")["peaks"]["bad"]
+    with _stored(tmp_path, effects, gaps) as store:
+        bad = patch.summarize(store, MODEL, n_layers=3, swept="anchors")["peaks"]["bad"]
     assert bad["n"] == 3 and bad["layers"] == [1, 1, 2]
-    assert bad["effects"] == pytest.approx([1.0, 0.5, 1.0])
-    expected = np.corrcoef([1.0, 0.5, 1.0], [-1.0, -4.0, -3.0])[0, 1]
+    assert bad["effects"] == pytest.approx([1.0, 2.0, 3.0])
+    expected = np.corrcoef([1.0, 2.0, 3.0], [1.0, 4.0, 3.0])[0, 1]
     assert bad["correlation"]["r"] == pytest.approx(expected)
 
 
@@ -282,14 +302,22 @@ def test_patch_command_stores_scores_and_sweeps(tiny_chat_dir, tmp_path):
     for _ in range(2):  # a rerun replaces the model's rows
         result = run_cli(*args)
         assert result.code == 0, result.stderr
-    assert "flip test" in result.stdout and "separation" in result.stdout
+    assert "separation" in result.stdout and "peak layer" in result.stdout
     with Store(db, read_only=True) as store:
         scores = store.query("SELECT score_name, count(*) AS n FROM pair_scores GROUP BY 1")
         counts = store.query("SELECT level, count(*) AS n FROM patching_results GROUP BY 1")
+        differs = store.query(
+            "SELECT count(*) FILTER (differs) AS yes, count(differs) AS known "
+            "FROM patching_results WHERE level = 'resid'"
+        ).to_pylist()[0]
+        peaks = store.query("SELECT count(*) AS n FROM patching_peaks")["n"][0].as_py()
     assert dict(zip(*scores.to_pydict().values(), strict=True)) == {"anchors": 2, "replies": 2}
     # 4 layers x (positions after the shared prefix, one each) and 4 layers x 4 heads per pair.
     levels = dict(zip(*counts.to_pydict().values(), strict=True))
     assert levels["heads"] == 2 * 4 * 4 and levels["resid"] % 4 == 0
+    # Every resid row says whether the prompts differ there; each pair has a peak among those.
+    assert differs["known"] == levels["resid"] and 0 < differs["yes"] < levels["resid"]
+    assert peaks == 2
     assert (tmp_path / "out" / "patching").is_dir()
 
 
@@ -418,6 +446,7 @@ def test_feature_rows_normalise_by_the_gap_and_report_recovery():
         top_k_effects={1: 2.0, 5: 3.0},
         verified={1: 1.5},
         error_effect=0.25,
+        random_k_effects={1: -1.0, 5: 5.0},
     )
     features, faithfulness = attribution.rows(result, {"pair_id": "p"}, gap=2.0)
     assert [(r["feature"], r["normalized_attribution"], r["exact_effect"]) for r in features] == [
@@ -426,6 +455,8 @@ def test_feature_rows_normalise_by_the_gap_and_report_recovery():
         (None, 0.25, 0.25),
     ]
     assert [(r["k"], r["recovered"]) for r in faithfulness] == [(1, 0.5), (5, 0.75)]
+    # Recovery is clipped to [0, 1]: away from the clean run counts 0, overshooting counts 1.
+    assert [r["random_recovered"] for r in faithfulness] == [0.0, 1.0]
 
 
 def test_patch_command_at_the_feature_level(tiny_chat_dir, tiny_sae_dir, tmp_path):

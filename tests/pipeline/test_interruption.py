@@ -227,8 +227,8 @@ def _check_rows(store: Store, runs: dict[str, dict[str, Any]]) -> None:
 
 VOLATILE = re.compile(r"run_id|^runs$|seconds|per_s|started|finished|created|applied|peak_memory")
 # A job's rerun skips what the stopped one finished: the same stages, recorded again as
-# skipped, with the summaries of the stopped run.
-DEDUPED = {"stage_runs": {"status"}}
+# skipped (writing nothing), with the summaries of the stopped run.
+DEDUPED = {"stage_runs": {"status", "written"}}
 # The key of `compare` digests the ids of the runs it reads: unique to each workspace.
 RUN_IDS_KEY = "<a digest of run ids>"
 

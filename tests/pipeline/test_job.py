@@ -71,10 +71,10 @@ def test_a_failing_stage_leaves_the_others_and_a_rerun_retries_it(
     failed = run_cli_here(*args, env=env)
     assert failed.code == 1, failed.stderr
     assert "Traceback" not in failed.stdout + failed.stderr
-    assert "failed: steer (layer 1, templates)" in failed.stdout
+    assert "failed: steer (layer 1, stories)" in failed.stdout
     assert "RuntimeError: steering broke (traceback in " in failed.stdout
     statuses = _stages(tmp_path / "w.duckdb")
-    assert statuses[("steer", "layer 1, templates")] == "failed"
+    assert statuses[("steer", "layer 1, stories")] == "failed"
     after = [key for key in statuses if key[0] in ("patch", "validate", "compare")]
     assert len(after) == 6 and all(statuses[key] == "ran" for key in after), statuses
     assert (tmp_path / "out" / "report.html").is_file()
@@ -85,7 +85,7 @@ def test_a_failing_stage_leaves_the_others_and_a_rerun_retries_it(
     assert job == [
         {
             "status": "failed",
-            "error": f"stages failed: steer (layer 1, templates) [{tiny_llama_dir}]",
+            "error": f"stages failed: steer (layer 1, stories) [{tiny_llama_dir}]",
         }
     ]
 

@@ -88,7 +88,7 @@ def test_a_planted_letter_direction_raises_p_a(tiny_chat, shown):
     rows = [choices.encode(tiny_chat, prompt) for prompt in _prompts(tiny_chat, shown)]
     unembed = tiny_chat.hf_model.get_output_embeddings().weight.detach()
     a, b = choices.letter_ids(tiny_chat)
-    push = interventions.Intervention(3, interventions.Direction(unembed[a] - unembed[b], 1, 5))
+    push = interventions.Intervention.at(3, interventions.Direction(unembed[a] - unembed[b], 1, 5))
     before = choices.first_probability(choices.letter_logits(tiny_chat, rows, 4))
     steered = choices.letter_logits(tiny_chat, rows, 4, lambda batch, chunk: [push])
     after = choices.first_probability(steered)

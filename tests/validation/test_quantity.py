@@ -64,9 +64,51 @@ def test_the_mean_over_families_is_signed_by_stakes():
 
 def test_the_shipped_families_read_and_format():
     families = quantity.read_families(quantity.shipped_prompts())
-    assert len(families) == 13 and all(len(f.quantities) == 8 for f in families)
+    assert len(families) == 26 and all(len(f.quantities) == 8 for f in families)
+    assert sum(f.stakes == "fall" for f in families) == 13
     assert families[0].prompts()[0].startswith("I just took 250 mg")
     assert quantity.shown(0.5) == "0.5" and quantity.shown(2000.0) == "2000"
+
+
+def _synthetic(reading: str, seed: int) -> tuple[np.ndarray, np.ndarray, list]:
+    """Final-token residuals of the shipped prompts in 32 dimensions, with one direction
+    reading either the number's rank (`drift`: what size, digits or length give) or the
+    rank signed by the family's stakes (`stakes`: danger itself); and the emotion vectors,
+    the first along that direction."""
+    rng = np.random.default_rng(seed)
+    families = quantity.read_families(quantity.shipped_prompts())
+    rank = np.concatenate([np.arange(8.0) for _ in families])
+    sign = np.concatenate([np.full(8, quantity.STAKES[f.stakes]) for f in families])
+    axis = quantity.unit_rows(rng.standard_normal(32))
+    signal = rank if reading == "drift" else sign * rank
+    residual = rng.standard_normal((len(rank), 32)) + np.outer(signal, axis)
+    vectors = np.vstack([axis, rng.standard_normal((5, 32))])
+    return residual, vectors, families
+
+
+@pytest.mark.parametrize("reading", ["drift", "stakes"])
+def test_only_a_reading_of_the_stakes_beats_directions_of_the_same_span(reading):
+    """A direction that drifts with the number (a planted null) passes no null; one that
+    reads danger (a planted signal) passes both. With rising families alone (the old
+    shipped set) the drift would have looked like danger."""
+    significant = []
+    for seed in range(10):
+        residual, vectors, families = _synthetic(reading, seed)
+        rng = np.random.default_rng(seed)
+        observed = quantity.mean_danger_of(residual @ vectors[:1].T, families)[0]
+        nulls = {
+            kind: quantity.mean_danger_of(residual @ d.T, families)
+            for kind, d in quantity.null_directions(vectors, 200, rng).items()
+        }
+        p = [quantity._null_p(observed, nulls[kind]) for kind in ("subspace", "random")]
+        significant.append(max(p) < 0.05)
+        rising = [f for f in families if f.stakes == "rise"]
+        rows = np.concatenate(
+            [np.arange(8) + 8 * i for i, f in enumerate(families) if f.stakes == "rise"]
+        )
+        alone = quantity.mean_danger_of(residual[rows] @ vectors[:1].T, rising)[0]
+        assert alone > 0.8  # rising families alone cannot tell the two readings apart
+    assert np.mean(significant) == (0.0 if reading == "drift" else 1.0)
 
 
 GOOD_LINE = {
@@ -163,7 +205,8 @@ def tested(tmp_path_factory, tiny_chat_dir) -> dict[str, object]:
     prompts.write_text("\n".join(json.dumps(f) for f in FAMILIES) + "\n")
     sae = _planted_sae(root / "sae", direction)
     assert run_cli_here("load", "--path", str(sae), *model, env=env).code == 0
-    align = ("align", "--layer", str(LAYER), *model, "--sample-rows", "0", "--k-max", "2")
+    align = ("align", "--layer", str(LAYER), *model, "--corpus", "templates", "--sample-rows", "0")
+    align = (*align, "--k-max", "2")
     aligned = run_cli_here(*align, "--null-samples", "100", "--top", "5", env=env)
     assert aligned.code == 0, aligned.stderr
     args = (
@@ -174,6 +217,8 @@ def tested(tmp_path_factory, tiny_chat_dir) -> dict[str, object]:
         str(prompts),
         "--emotions",
         "afraid,calm",
+        "--corpus",
+        "templates",
         "--layers",
         str(LAYER),
         "--dtype",
@@ -255,6 +300,7 @@ def test_one_level_writes_only_its_rows_and_clears_the_comparisons(tested, tmp_p
         emotions=("afraid", "calm"),
         layers=(LAYER,),
         level="features",
+        corpus="templates",
         top_k=1,
         permutations=20,
     )
@@ -307,5 +353,5 @@ def test_the_report_shows_both_levels(tested):
         section = report_readouts.quantity(store)
     html = "".join(section.blocks)
     assert sum(block.startswith('<div class="figure">') for block in section.blocks) == 1
-    assert "Both levels at the SAE layers" in html and "rising" in html
+    assert "Both levels at the headline layer" in html and "rising" in html
     assert f"{Path(tested['name']).name}: mean danger rho over families" in html  # not a tuple

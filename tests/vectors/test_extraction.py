@@ -120,7 +120,7 @@ def test_vectors_and_geometry_through_the_cli(tmp_path, tiny_llama_dir):
             == 2 * 5 * 4 * 2 * 10
         )
         stored = store.query("SELECT corpus FROM corpora ORDER BY corpus")["corpus"].to_pylist()
-        assert stored == ["neutral", "templates"]
+        assert stored == ["neutral-stories", "stories"]  # the default corpus
     assert len(list(out.rglob("*.png"))) == 3 and len(list(out.rglob("*.html"))) == 3
 
 
@@ -149,11 +149,12 @@ def test_vector_and_geometry_bad_input(tmp_path, tiny_llama_dir):
 def test_ratings_missing_with_strict(tmp_path, tiny_llama_dir):
     db = tmp_path / "w.duckdb"
     common = ["--model", str(tiny_llama_dir), "--db", str(db)]
-    assert (
-        run_cli("vectors", *common, "--emotions", "happy,sad,angry,calm", "--offset", "5").code == 0
-    )
+    emotions = "happy,sad,angry,afraid,calm"
+    assert run_cli("vectors", *common, "--emotions", emotions, "--offset", "5").code == 0
     partial = tmp_path / "r.csv"
-    partial.write_text("emotion,valence,arousal\nhappy,0.9,0.5\nsad,-0.8,-0.3\nangry,-0.7,0.8\n")
+    partial.write_text(
+        "emotion,valence,arousal\nhappy,0.9,0.5\nsad,-0.8,-0.3\nangry,-0.7,0.8\nafraid,-0.6,0.7\n"
+    )
     args = ["geometry", *common, "--ratings", str(partial), "--out", str(tmp_path / "o")]
     assert_user_error(run_cli(*args, "--strict"), "no ratings for: calm")
     lenient = run_cli(*args, "--resamples", "200")
