@@ -389,7 +389,9 @@ def _word_rows(model, batch, levers, layer, scales_of, emotions, norm) -> list[d
             intervention = interventions.Intervention.at(layer, edit)
             with interventions.applied(model, [intervention]):
                 delta = word_logprobs(model, batch) - base
-            moved = float((edit.edit(residual) - residual).float().norm(dim=-1).mean()) / norm
+            with torch.no_grad():
+                shift = (edit.edit(residual) - residual).float().norm(dim=-1).mean()
+            moved = float(shift) / norm
             common = {
                 "level": lever.level,
                 "emotion": lever.emotion,

@@ -280,35 +280,19 @@ def summarize(
                 "layer": mine[0]["layer"],
                 "condition": condition,
                 "pairs": len(pairs),
-                "recovered": {
-                    k: float(
-                        np.nanmedian(
-                            [
-                                r["recovered"] if r["recovered"] is not None else np.nan
-                                for r in kept
-                                if r["k"] == k
-                            ]
-                        )
-                    )
-                    for k in TOP_KS
-                },
-                "random_recovered": {
-                    k: float(
-                        np.nanmedian(
-                            [
-                                r["random_recovered"]
-                                if r["random_recovered"] is not None
-                                else np.nan
-                                for r in kept
-                                if r["k"] == k
-                            ]
-                        )
-                    )
-                    for k in TOP_KS
-                },
+                # Lists in TOP_KS order: the summary goes through JSON, where int keys
+                # would come back as strings.
+                "recovered": [_median_of(kept, k, "recovered") for k in TOP_KS],
+                "random_recovered": [_median_of(kept, k, "random_recovered") for k in TOP_KS],
                 "attribution_vs_exact": within_pair_correlation(checked),
                 "error_effect": float(np.median(errors)) if errors else None,
                 "top_features": [(feature, total / len(pairs)) for feature, total in top],
             }
         )
     return out
+
+
+def _median_of(rows: list[dict[str, Any]], k: int, column: str) -> float:
+    """The median of a faithfulness column over the pairs at one k (NaN where none)."""
+    values = [r[column] if r[column] is not None else np.nan for r in rows if r["k"] == k]
+    return float(np.nanmedian(values)) if values else float("nan")

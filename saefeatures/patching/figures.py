@@ -62,10 +62,8 @@ def draw(
     by_layer: dict[int, dict[str, list[float]]] = {}  # one SAE per layer is patched
     for level in summary.get("features", []):
         series = by_layer.setdefault(level["layer"], {})
-        series[f"{level['condition']} news"] = list(level["recovered"].values())
-        series[f"{level['condition']} news, k random features"] = list(
-            level["random_recovered"].values()
-        )
+        series[f"{level['condition']} news"] = list(level["recovered"])
+        series[f"{level['condition']} news, k random features"] = list(level["random_recovered"])
     for layer, series in by_layer.items():
         written += plots.lines(
             {name: (list(attribution.TOP_KS), values) for name, values in series.items()},

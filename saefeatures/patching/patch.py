@@ -392,8 +392,8 @@ def tables(summary: dict[str, Any]) -> list[tuple[str, list[str], list[list[Any]
             level["condition"],
             level["pairs"],
             *[
-                f"{level['recovered'][k]:.2f} ({level['random_recovered'][k]:.2f})"
-                for k in attribution.TOP_KS
+                f"{top:.2f} ({random:.2f})"
+                for top, random in zip(level["recovered"], level["random_recovered"], strict=True)
             ],
             check["r"] if check else "n/a",
             level["error_effect"] if level["error_effect"] is not None else "n/a",

@@ -4,6 +4,7 @@ the conclusions on hand-made numbers, and bad input through the real CLI."""
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 
 import numpy as np
@@ -457,6 +458,26 @@ def test_feature_rows_normalise_by_the_gap_and_report_recovery():
     assert [(r["k"], r["recovered"]) for r in faithfulness] == [(1, 0.5), (5, 0.75)]
     # Recovery is clipped to [0, 1]: away from the clean run counts 0, overshooting counts 1.
     assert [r["random_recovered"] for r in faithfulness] == [0.0, 1.0]
+
+
+def test_the_feature_table_prints_from_a_summary_read_back_from_json():
+    """The job stores each stage's summary as JSON and prints it from there."""
+    result = attribution.FeaturePatch(
+        attribution=torch.tensor([0.0, 2.0, -1.0]),
+        error_attribution=0.5,
+        changed=torch.tensor([1, 2]),
+        layer_effect=4.0,
+        top_k_effects={k: 2.0 for k in attribution.TOP_KS},
+        verified={1: 1.5},
+        error_effect=0.25,
+        random_k_effects={k: 1.0 for k in attribution.TOP_KS},
+    )
+    at = {"sae_id": "s", "layer": 1, "pair_id": "p", "condition": "good"}
+    features, faithfulness = attribution.rows(result, at, gap=2.0)
+    summary = {"separation": {}, "swept": "anchors"}
+    summary["features"] = attribution.summarize(features, faithfulness)
+    ((title, _, (row,)),) = patch.tables(json.loads(json.dumps(summary)))[1:]
+    assert "layer 1 features" in title and row[2] == "0.50 (0.25)"
 
 
 def test_patch_command_at_the_feature_level(tiny_chat_dir, tiny_sae_dir, tmp_path):
