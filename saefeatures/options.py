@@ -25,7 +25,7 @@ Level = Literal["direction", "features", "both"]
 Method = Literal["denoised", "raw"]
 PatchLevel = Literal["resid", "heads", "features", "all"]
 ReplyScore = Literal["anchors", "replies"]
-Split = Literal["passage", "topic"]
+Split = Literal["auto", "corpus", "passage", "topic"]
 SaeFormat = Literal["saelens", "sparsify"]
 
 Emotions = tuple[str, ...]
@@ -341,7 +341,9 @@ class ReadoutOptions(Compute):
 
 @dataclass(frozen=True, kw_only=True)
 class RetrievalOptions(ReadoutOptions):
-    split: Split = "passage"
+    # auto: the corpus's own train/heldout split where it has one (the shipped stories hold
+    # out whole topics), else half of each emotion's passages
+    split: Split = "auto"
 
 
 QUANTITY_EMOTIONS: Emotions = (

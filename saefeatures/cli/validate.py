@@ -74,7 +74,12 @@ def validate_retrieval(
     layers: LayersOption = "all",
     level: LevelOption = "both",
     split: Annotated[
-        str, typer.Option("--split", help="passage or topic (seeded halves).")
+        str,
+        typer.Option(
+            "--split",
+            help="auto (the corpus's own train/heldout split, else passage), corpus, passage "
+            "or topic (seeded halves).",
+        ),
     ] = opts.RetrievalOptions.split,
     method: MethodOption = "denoised",
     sae: SaeOption = None,

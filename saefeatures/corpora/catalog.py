@@ -269,8 +269,8 @@ def read_corpus(store: Store, name: str) -> list[Passage]:
         return builtin_passages(name)
     rows = store.query(
         # Generated corpora keep dropped stories as rows with empty text (see stories.py).
-        "SELECT passage_id, emotion, topic, text FROM passages WHERE corpus = ? AND text <> '' "
-        "ORDER BY passage_id",
+        "SELECT passage_id, emotion, topic, text, meta FROM passages WHERE corpus = ? AND "
+        "text <> '' ORDER BY passage_id",
         [name],
     ).to_pylist()
     if not rows:
@@ -279,7 +279,10 @@ def read_corpus(store: Store, name: str) -> list[Passage]:
             f"unknown corpus {name!r}; the store has: {', '.join(known) or 'none'} "
             f"(built in: {', '.join(BUILTIN)}; add one with `saefeatures corpus import`)"
         )
-    return [Passage(r["text"], r["emotion"], r["topic"], passage_id=r["passage_id"]) for r in rows]
+    return [
+        Passage(r["text"], r["emotion"], r["topic"], json.loads(r["meta"] or "{}"), r["passage_id"])
+        for r in rows
+    ]
 
 
 def by_emotion(passages: list[Passage], emotions: list[str]) -> dict[str, list[str]]:

@@ -130,9 +130,31 @@ class Split:
     held_out: list[catalog.Passage]
 
 
+CORPUS_SPLITS = ("train", "heldout")
+
+
+def resolve_split(passages: list[catalog.Passage], by: str) -> str:
+    """`auto` is the corpus's own split where every passage carries one, else `passage`."""
+    if by != "auto":
+        return by
+    own = all(p.meta.get("split") in CORPUS_SPLITS for p in passages)
+    return "corpus" if passages and own else "passage"
+
+
 def split_passages(passages: list[catalog.Passage], by: str, seed: int) -> Split:
-    """Half of each emotion's passages (or half of the topics) held out, seeded."""
+    """The corpus's own train/heldout split, or half of each emotion's passages (or of the
+    topics) held out, seeded."""
     rng = np.random.default_rng(seed)
+    if by == "corpus":
+        if not all(p.meta.get("split") in CORPUS_SPLITS for p in passages):
+            raise SaefeaturesError(
+                "--split corpus needs a `split` of train or heldout on every passage; this "
+                "corpus has none: use --split passage"
+            )
+        return Split(
+            [p for p in passages if p.meta["split"] == "train"],
+            [p for p in passages if p.meta["split"] == "heldout"],
+        )
     if by == "topic":
         topics = sorted({p.topic for p in passages if p.topic})
         if len(topics) < 2:
@@ -158,6 +180,7 @@ def split_passages(passages: list[catalog.Passage], by: str, seed: int) -> Split
 class Inputs:
     plan: readouts.Plan
     vector_emotions: list[str]  # the stored vector set's: the contrast baseline's
+    split_by: str  # corpus, passage or topic: what `auto` resolved to
     split: Split
     neutral: list[catalog.Passage]
     offset: int
@@ -185,12 +208,13 @@ def check_inputs(store: Store, options: RetrievalOptions) -> Inputs:
     plan = readouts.plan(store, options, aligned=False)
     emotions = read_vectors(store, plan.spec.name, options.corpus, options.method).emotions
     passages = [p for p in _numbered(store, options.corpus) if p.emotion in emotions]
-    split = split_passages(passages, options.split, options.seed)
+    split_by = resolve_split(passages, options.split)
+    split = split_passages(passages, split_by, options.seed)
     for half in (split.train, split.held_out):
         catalog.by_emotion(half, emotions)  # every emotion needs passages in both halves
     offset, removed = _recipe(store, plan.spec.name, options)
     neutral = _numbered(store, catalog.neutral_of(options.corpus))
-    inputs = Inputs(plan, emotions, split, neutral, offset, removed)
+    inputs = Inputs(plan, emotions, split_by, split, neutral, offset, removed)
     extraction.check_offset(plan.spec.name, offset, {"the passages": inputs.texts()}, every=True)
     return inputs
 
@@ -343,6 +367,7 @@ def retrieve(store: Store, options: RetrievalOptions) -> dict[str, Any]:
     """Rank held-out and neutral passages for every emotion, at the chosen levels, into the
     store."""
     inputs = check_inputs(store, options)
+    options = replace(options, split=inputs.split_by)  # what `auto` chose, as stored
     plan = inputs.plan
     config = readouts.run_config(plan, options)
     with store.run("validate retrieval", config, atomic=True) as run_id:

@@ -13,6 +13,7 @@ import pytest
 
 from saefeatures import models
 from saefeatures.corpora import catalog
+from saefeatures.errors import SaefeaturesError
 from saefeatures.options import RetrievalOptions
 from saefeatures.report import readouts as report_readouts
 from saefeatures.store.database import Store
@@ -144,6 +145,25 @@ def test_split_by_passage_halves_each_emotion_and_is_seeded():
     by_topic = retrieval.split_passages(passages, "topic", seed=1)
     held_topics = {p.topic for p in by_topic.held_out}
     assert len(held_topics) == 1 and held_topics.isdisjoint({p.topic for p in by_topic.train})
+
+
+def test_auto_takes_the_corpus_own_split_where_every_passage_has_one(tmp_path):
+    """The shipped stories hold out whole topics: retrieval reads premises the vectors never
+    saw, also after the corpus went through the store."""
+    shipped = catalog.builtin_passages("stories")
+    with Store(tmp_path / "w.duckdb") as store, store.run("seed", {}) as run_id:
+        catalog.ensure_builtin(store, run_id, "stories")
+        stored = catalog.read_corpus(store, "stories")
+    for passages in (shipped, stored):
+        assert retrieval.resolve_split(passages, "auto") == "corpus"
+        split = retrieval.split_passages(passages, "corpus", seed=0)
+        assert len(split.held_out) == len(passages) // 4  # 3 of each emotion's 12
+        assert {p.topic for p in split.held_out}.isdisjoint({p.topic for p in split.train})
+    plain = [catalog.Passage(f"{e} {i}", e) for e in "ab" for i in range(4)]
+    assert retrieval.resolve_split(plain, "auto") == "passage"
+    assert retrieval.resolve_split(plain, "topic") == "topic"
+    with pytest.raises(SaefeaturesError, match="--split passage"):
+        retrieval.split_passages(plain, "corpus", seed=0)
 
 
 # -- a planted emotion on a tiny model -------------------------------------------------------
