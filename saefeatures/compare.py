@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from itertools import combinations
 from pathlib import Path
 from typing import Any
@@ -195,7 +196,16 @@ def model_rows(store: Store, a: str, b: str, corpus: str) -> tuple[list[dict], d
     return rows, profiles
 
 
-def compare(store: Store, out: Path, options: CompareOptions) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Compared:
+    """One `compare` run: its `comparisons` rows and the profile figures."""
+
+    run_id: str
+    rows: list[dict[str, Any]]
+    figures: list[str]
+
+
+def compare(store: Store, out: Path, options: CompareOptions) -> Compared:
     """Every comparison the store allows; write them to `comparisons` and draw the profiles."""
     names = _model_names(store, options.models)
     if not names:
@@ -235,4 +245,4 @@ def compare(store: Store, out: Path, options: CompareOptions) -> dict[str, Any]:
                 for (name, kind), chosen in by_part.items()
             ]
         )
-    return {"run_id": run_id, "rows": rows, "figures": [str(path) for path in figures]}
+    return Compared(run_id, rows, [str(path) for path in figures])

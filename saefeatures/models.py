@@ -362,20 +362,6 @@ class LoadedModel:
         cap = getattr(self.hf_config, "final_logit_softcapping", None)
         return torch.tanh(logits / cap) * cap if cap else logits
 
-    @torch.no_grad()
-    def reply(self, user: str, max_new_tokens: int = 30) -> str:
-        """The greedy reply to one user message."""
-        batch = self.encode([self.format_prompt(user)], chat_formatted=True)
-        out = self.hf_model.generate(
-            **batch,
-            max_new_tokens=max_new_tokens,
-            do_sample=False,
-            pad_token_id=self.tokenizer.pad_token_id,
-        )
-        return self.tokenizer.decode(
-            out[0, batch["input_ids"].shape[1] :], skip_special_tokens=True
-        )
-
     def describe(self) -> dict[str, Any]:
         return {
             "model": self.name,
@@ -458,9 +444,12 @@ def _load_hf(
     return model, tokenizer
 
 
-def load_tokenizer(name: str) -> Any:
-    """Only the tokenizer (converting an embedded model first if needed)."""
+def load_tokenizer(name: str, loaded: LoadedModel | None = None) -> Any:
+    """Only the tokenizer (converting an embedded model first if needed), or that of the
+    model the caller holds when it is this one."""
     spec = resolve(name)
+    if loaded is not None and loaded.name == spec.name:
+        return loaded.tokenizer
     return _load_hf(_weights_location(spec), spec, torch.float32, weights=False)[1]
 
 
@@ -496,27 +485,18 @@ def compute_facts(dtype: str, device: str) -> dict[str, Any]:
     }
 
 
-_shared: dict[tuple[str, str, str], LoadedModel] = {}
-
-
-@contextmanager
-def shared(model: LoadedModel) -> Iterator[None]:
-    """Within the block, `load` of this model (same name, dtype and device, with hooks)
-    returns it instead of loading it again. A job's stages each load their model by name;
-    Gemma 3 270M took 9 s to load here, most of it its 262k-token tokenizer."""
-    key = (model.name, model.dtype, model.device)
-    _shared[key] = model
-    try:
-        yield
-    finally:
-        del _shared[key]
-
-
 def load(
-    name: str = DEFAULT_MODEL, dtype: str = "float32", device: str = "cpu", hooks: bool = True
+    name: str = DEFAULT_MODEL,
+    dtype: str = "float32",
+    device: str = "cpu",
+    hooks: bool = True,
+    loaded: LoadedModel | None = None,
 ) -> LoadedModel:
-    """Load a model by registry name, hub name or directory, wrapped in TransformerBridge
-    (or the one `shared` holds).
+    """Load a model by registry name, hub name or directory, wrapped in TransformerBridge.
+
+    `loaded` is a model the caller already holds (the job loads each model once for all
+    its stages; Gemma 3 270M takes seconds to load, most of it its 262k-token
+    tokenizer): it is returned when it is this name, dtype and device, with hooks.
 
     `hooks=False` leaves out the bridge, for work that reads no activations (writing
     stories): the bridge computes attention itself, eagerly, where the plain model uses
@@ -526,8 +506,9 @@ def load(
     device = concrete_device(device)
     dtype = concrete_dtype(dtype, device)
     spec = resolve(name)
-    if hooks and (kept := _shared.get((spec.name, dtype, device))) is not None:
-        return kept
+    held = loaded and loaded.bridge is not None and (loaded.name, loaded.dtype, loaded.device)
+    if hooks and held == (spec.name, dtype, device):
+        return loaded
     location = _weights_location(spec)
     hf_model, tokenizer = _load_hf(location, spec, DTYPES[dtype])
     hf_model.eval()

@@ -85,12 +85,6 @@ def spearman(x: np.ndarray, y: np.ndarray) -> float:
     return pearson(rank(x), rank(y))
 
 
-def spearman_rows(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Spearman's rho of each row pair of `[n, m]` arrays."""
-    ranked = [np.apply_along_axis(rank, 1, values) for values in (x, y)]
-    return pearson_rows(*ranked)
-
-
 def bootstrap_ci(
     x: np.ndarray,
     y: np.ndarray,
@@ -119,24 +113,6 @@ def bootstrap_ci(
     tail = (1 - level) / 2
     low, high = np.quantile(values, [tail, 1 - tail])
     return float(low), float(high)
-
-
-def permutation_p(
-    x: np.ndarray,
-    y: np.ndarray,
-    statistic: RowStatistic,
-    n_permutations: int = 1000,
-    seed: int = 0,
-) -> float:
-    """Two-sided p from shuffling y; the +1s keep p > 0, as a finite sample can't prove 0."""
-    x, y = _pair(x, y)
-    if n_permutations < 1:
-        raise SaefeaturesError(f"n_permutations must be at least 1, got {n_permutations}")
-    observed = abs(statistic(x[None], y[None])[0])
-    shuffled = np.random.default_rng(seed).permuted(np.tile(y, (n_permutations, 1)), axis=1)
-    permuted = np.abs(statistic(np.broadcast_to(x, shuffled.shape), shuffled))
-    extreme = int(np.sum(permuted >= observed * (1 - _REL_TOL)))
-    return (1 + extreme) / (1 + n_permutations)
 
 
 def benjamini_hochberg(p_values: np.ndarray) -> np.ndarray:

@@ -39,6 +39,7 @@ import torch
 from saefeatures import activations, interventions, models, plots, progress, stats
 from saefeatures.corpora import catalog, lexicon
 from saefeatures.errors import SaefeaturesError
+from saefeatures.models import LoadedModel
 from saefeatures.options import SteerOptions, all_emotions
 from saefeatures.sae import loading
 from saefeatures.store.database import Store
@@ -292,7 +293,24 @@ def layer_vectors(
 # -- the stage -------------------------------------------------------------------------
 
 
-def steer(store: Store, out: Path, options: SteerOptions) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Steered:
+    """One `steer` run: where it steered, every word and generation row it scored, the
+    `steering_effects` rows of that layer, and its figures."""
+
+    run_id: str
+    model: str
+    layer: int
+    norm: float  # the layer's mean residual norm on neutral text: the unit of scale
+    sae: str | None
+    rows: list[dict[str, Any]]
+    summary: list[dict[str, Any]]
+    figures: list[str]
+
+
+def steer(
+    store: Store, out: Path, options: SteerOptions, model: LoadedModel | None = None
+) -> Steered:
     """Steer with every emotion at every scale and level; score words and generations."""
     models.check_options(options.dtype, options.device)
     spec = models.resolve(options.model)
@@ -313,7 +331,7 @@ def steer(store: Store, out: Path, options: SteerOptions) -> dict[str, Any]:
         "sae": sae_row and sae_row["sae_id"],
     }
     with store.run("steer", config, atomic=True) as run_id:
-        model = models.load(spec.name, dtype=options.dtype, device=options.device)
+        model = models.load(spec.name, dtype=options.dtype, device=options.device, loaded=model)
         neutral = [p.text for p in catalog.read_corpus(store, "neutral")]
         norm = interventions.mean_residual_norm(model, neutral, [layer])[layer]
         levers = _levers(store, options, sae_row, vectors, norm)
@@ -327,16 +345,8 @@ def steer(store: Store, out: Path, options: SteerOptions) -> dict[str, Any]:
         store.replace_all([("steering_results", {"model": spec.name, "layer": layer}, table)])
         summary = effects(store, spec.name, layer)
     figures = _figures(out / "steering" / spec.slug, spec.name, layer, rows, emotions, summary)
-    return {
-        "run_id": run_id,
-        "model": spec.name,
-        "layer": layer,
-        "norm": norm,
-        "sae": sae_row and sae_row["sae_id"],
-        "rows": rows,
-        "summary": summary,
-        "figures": figures,
-    }
+    sae = sae_row["sae_id"] if sae_row else None
+    return Steered(run_id, spec.name, layer, norm, sae, rows, summary, figures)
 
 
 def _scales(options: SteerOptions) -> Callable[[Lever], tuple[float, ...]]:

@@ -81,7 +81,7 @@ def _by_model(row: dict) -> dict[str, float]:
 def test_levels_and_models_from_the_store(db, tmp_path):
     with Store(db) as store:
         result = compare.compare(store, tmp_path / "out", CompareOptions())
-    rows = {(r["kind"], r["metric"]): r for r in result["rows"]}
+    rows = {(r["kind"], r["metric"]): r for r in result.rows}
     own = rows[("levels", "steering_self_effect@k=5,scale=0.1")]
     assert (own["model"], own["direction_value"], own["feature_value"]) == (A, 2.0, 1.0)
     specific = rows[("levels", "steering_specificity@k=5,scale=0.1")]
@@ -93,7 +93,7 @@ def test_levels_and_models_from_the_store(db, tmp_path):
     assert not any("profile_correlation" in metric for _, metric in rows)
     steer = rows[("models", "steering_self_effect (direction, smallest scale)")]
     assert _by_model(steer) == {A: 2.0, B: 0.5}
-    assert len(result["figures"]) == 2
+    assert len(result.figures) == 2
     with Store(db, read_only=True) as store:
         assert store.query("SELECT count(*) AS n FROM comparisons")["n"][0].as_py() == len(rows)
 
@@ -118,7 +118,7 @@ def test_compare_keeps_the_validation_rows_and_replaces_its_own(db, tmp_path):
         kinds = store.query("SELECT kind, count(*) AS n FROM comparisons GROUP BY kind")
     counts = dict(zip(kinds["kind"].to_pylist(), kinds["n"].to_pylist(), strict=True))
     assert counts["validation-retrieval"] == 1
-    assert counts["levels"] + counts["models"] == len(result["rows"])
+    assert counts["levels"] + counts["models"] == len(result.rows)
 
 
 def test_a_model_without_results_and_an_empty_store(tmp_path):

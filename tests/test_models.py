@@ -27,6 +27,16 @@ def _assert_bridge_matches_hf(model: models.LoadedModel, text: str, tol: float) 
     return batch["input_ids"]
 
 
+@torch.no_grad()
+def _reply(model: models.LoadedModel, user: str) -> str:
+    """The greedy reply to one user message: the model writes text."""
+    batch = model.encode([model.format_prompt(user)], chat_formatted=True)
+    out = model.hf_model.generate(
+        **batch, max_new_tokens=20, do_sample=False, pad_token_id=model.tokenizer.pad_token_id
+    )
+    return model.tokenizer.decode(out[0, batch["input_ids"].shape[1] :], skip_special_tokens=True)
+
+
 def _assert_all_resid_hooks(model: models.LoadedModel, n_layers: int, d_model: int) -> None:
     batch = model.encode(["one short line", "and a second, longer line of text"])
     acts = activations.harvest(model, batch, range(n_layers))
@@ -78,15 +88,16 @@ def test_a_model_loaded_without_hooks_computes_the_same_logits(tiny_chat_dir):
         torch.testing.assert_close(plain.hf_model(**batch).logits, expected, rtol=0, atol=1e-5)
 
 
-def test_a_shared_model_is_what_load_returns_inside_its_block_only(tiny_llama_dir):
-    """The job's stages load their model by name; inside `shared` that is the job's model,
-    unless they ask for another dtype or no hooks, and after the block a new one."""
+def test_a_held_model_is_used_only_when_it_is_the_one_asked_for(tiny_llama_dir, tiny_gemma_dir):
+    """The job hands its loaded model to every stage; a stage that needs another dtype,
+    another model or no hooks loads its own."""
     model = models.load(str(tiny_llama_dir))
-    with models.shared(model):
-        assert models.load(str(tiny_llama_dir)) is model
-        assert models.load(str(tiny_llama_dir), dtype="bfloat16") is not model
-        assert models.load(str(tiny_llama_dir), hooks=False).bridge is None
-    assert models.load(str(tiny_llama_dir)) is not model
+    assert models.load(str(tiny_llama_dir), loaded=model) is model
+    assert models.load(str(tiny_llama_dir), dtype="bfloat16", loaded=model) is not model
+    assert models.load(str(tiny_llama_dir), hooks=False, loaded=model).bridge is None
+    assert models.load(str(tiny_gemma_dir), loaded=model).name != model.name
+    plain = models.load(str(tiny_llama_dir), hooks=False)
+    assert models.load(str(tiny_llama_dir), loaded=plain).bridge is not None
 
 
 @pytest.mark.parametrize("cap", [None, 3.0])
@@ -189,7 +200,7 @@ def test_smollm_bridge_equals_hf_on_a_chat_prompt(smollm):
 @pytest.mark.embedded
 def test_smollm_resid_hooks_and_reply(smollm):
     _assert_all_resid_hooks(smollm, 30, 576)
-    assert smollm.reply(PHD, max_new_tokens=20).strip()
+    assert _reply(smollm, PHD).strip()
 
 
 @pytest.mark.embedded
@@ -197,7 +208,7 @@ def test_gemma_bridge_equals_hf_and_hooks(gemma):
     assert not gemma.is_chat
     _assert_bridge_matches_hf(gemma, PHD, tol=1e-4)
     _assert_all_resid_hooks(gemma, 18, 640)
-    assert gemma.reply(PHD, max_new_tokens=20).strip()
+    assert _reply(gemma, PHD).strip()
 
 
 @pytest.mark.embedded

@@ -22,9 +22,10 @@ import pyarrow as pa
 
 from saefeatures import activations, models, stats
 from saefeatures.alignment import measures, tables
-from saefeatures.alignment.scan import Source, scan
+from saefeatures.alignment.scan import Scan, Source, scan
 from saefeatures.corpora import catalog, training_text
 from saefeatures.errors import SaefeaturesError
+from saefeatures.models import LoadedModel
 from saefeatures.options import AlignOptions
 from saefeatures.sae import loading
 from saefeatures.store.database import Store
@@ -257,32 +258,12 @@ def _align_sae(
     scans: dict[str, Any],
     sources: dict[str, Source],
     context: dict[str, Any],
-) -> tuple[list[tuple[str, dict, pa.Table]], dict[str, Any]]:
+) -> tuple[list[tuple[str, dict, pa.Table]], SaeAlignment]:
     """One SAE's tables (as store replacements) and its headline."""
     decoder = sae.W_dec.detach().float().cpu().numpy()
-    corpus_scan, kept, labels = scans[options.corpus], context["kept"], context["labels"]
-    contrasts = list(
-        measures.shuffled_contrasts(
-            corpus_scan.residual_mean[kept], labels, NULL_SHUFFLES, options.seed, context["removed"]
-        )
-    )
-    nulls = {
-        "shuffled_null_p99": measures.shuffled_label_null_max_cos(contrasts, decoder),
-        "random_p99": measures.empirical_null_max_cos(
-            decoder, options.null_samples, 0.99, options.seed
-        ),
-        "omp_curves": measures.shuffled_label_null_omp(
-            contrasts, decoder, options.k_max, OMP_NULL_CURVES, options.seed
-        ),
-    }
-    own = corpus_scan.per_sae[index]
-    passages = Passages(
-        own.passage_mean[kept],
-        own.passage_max[kept],
-        measures.column_ranks(own.passage_max[kept]),
-        corpus_scan.residual_mean[kept],
-        context["chooser"],
-    )
+    corpus_scan, labels = scans[options.corpus], context["labels"]
+    nulls = _nulls(decoder, corpus_scan, options, context)
+    passages = _passages(corpus_scan, index, context)
     results = [
         align_emotion(vector, decoder, passages, labels == emotion, nulls["omp_curves"], options)
         for emotion, vector in zip(inputs.emotions, inputs.vectors, strict=True)
@@ -300,11 +281,63 @@ def _align_sae(
         (table, where, data)
         for table, data in _result_tables(common, inputs.emotions, results, nulls).items()
     ]
+    changes += _feature_changes(run_id, sae_id, decoder, index, options, scans, sources, context)
+    return changes, _headline(sae_id, inputs.emotions, results, nulls, options.k_max)
+
+
+def _nulls(
+    decoder: np.ndarray, corpus_scan: Scan, options: AlignOptions, context: dict[str, Any]
+) -> dict[str, Any]:
+    """The SAE's nulls: best |cos| of shuffled-label contrasts and of random directions,
+    and OMP curves of the shuffled-label contrasts."""
+    contrasts = list(
+        measures.shuffled_contrasts(
+            corpus_scan.residual_mean[context["kept"]],
+            context["labels"],
+            NULL_SHUFFLES,
+            options.seed,
+            context["removed"],
+        )
+    )
+    return {
+        "shuffled_null_p99": measures.shuffled_label_null_max_cos(contrasts, decoder),
+        "random_p99": measures.empirical_null_max_cos(
+            decoder, options.null_samples, 0.99, options.seed
+        ),
+        "omp_curves": measures.shuffled_label_null_omp(
+            contrasts, decoder, options.k_max, OMP_NULL_CURVES, options.seed
+        ),
+    }
+
+
+def _passages(corpus_scan: Scan, index: int, context: dict[str, Any]) -> Passages:
+    """The kept passages of the emotion corpus as the SAE at `index` sees them."""
+    own, kept = corpus_scan.per_sae[index], context["kept"]
+    return Passages(
+        own.passage_mean[kept],
+        own.passage_max[kept],
+        measures.column_ranks(own.passage_max[kept]),
+        corpus_scan.residual_mean[kept],
+        context["chooser"],
+    )
+
+
+def _feature_changes(
+    run_id: str,
+    sae_id: str,
+    decoder: np.ndarray,
+    index: int,
+    options: AlignOptions,
+    scans: dict[str, Scan],
+    sources: dict[str, Source],
+    context: dict[str, Any],
+) -> list[tuple[str, dict, pa.Table]]:
+    """The SAE's descriptive tables: activations per corpus, emotion activity, features."""
     scanned = [
         tables.ScannedCorpus(name, source.ids, source.sequences, scans[name].per_sae[index])
         for name, source in sources.items()
     ]
-    changes += [
+    changes = [
         (
             "feature_activations",
             {"sae_id": sae_id, "corpus": corpus.corpus},
@@ -326,7 +359,7 @@ def _align_sae(
         run_id, sae_id, context["model"], decoder, scanned, context["n_tokens"], context["strings"]
     )
     changes.append(("features", {"sae_id": sae_id}, table))
-    return changes, _headline(sae_id, inputs.emotions, results, nulls, options.k_max)
+    return changes
 
 
 def _denoising_basis(
@@ -348,7 +381,38 @@ def _denoising_basis(
     return extraction.neutral_basis(pooled.means[:, 0], int(count or 0))
 
 
-def align(store: Store, options: AlignOptions) -> dict[str, Any]:
+@dataclass(frozen=True)
+class SaeAlignment:
+    """One SAE's alignment: per emotion, the claims against their shuffled-label nulls
+    (best |cos|, OMP R², held-out feature AUROC) and what is only descriptive; the share
+    of emotions passing each; the nulls' thresholds; the mean OMP curves."""
+
+    sae_id: str
+    nulls: dict[str, float]
+    fraction_above_shuffled_null: float
+    fraction_omp_above_shuffled: float
+    fraction_heldout_auroc_p05: float
+    fraction_above_random: float
+    mean_omp_r2: np.ndarray  # [k_max]: mean R² of OMP with 1..k_max features
+    mean_shuffled_omp_r2: np.ndarray
+    per_emotion: list[dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class Aligned:
+    """One `align` run: the text it scanned and each SAE's alignment."""
+
+    run_id: str
+    model: str
+    layer: int
+    corpus: str
+    passages: int
+    sample_rows: int
+    tokens_scanned: int
+    saes: list[SaeAlignment]
+
+
+def align(store: Store, options: AlignOptions, model: LoadedModel | None = None) -> Aligned:
     """Align every emotion vector with every SAE at the layer, and describe the features."""
     inputs = check_inputs(store, options)
     if options.text is not None:
@@ -366,7 +430,9 @@ def align(store: Store, options: AlignOptions) -> dict[str, Any]:
             catalog.store_ratings(store, run_id, catalog.load_ratings())  # for the example SQL
         wanted = set(inputs.emotions)
         passages = [p for p in catalog.read_corpus(store, options.corpus) if p.emotion in wanted]
-        model = models.load(inputs.spec.name, dtype=options.dtype, device=options.device)
+        model = models.load(
+            inputs.spec.name, dtype=options.dtype, device=options.device, loaded=model
+        )
         sources = {
             options.corpus: Source(
                 np.array([p.passage_id for p in passages]),
@@ -377,64 +443,97 @@ def align(store: Store, options: AlignOptions) -> dict[str, Any]:
         sample = _sample(model, inputs.saes[0], options)
         if sample is not None:
             sources[SAMPLE_CORPUS] = sample
-        special = training_text.special_ids(model.tokenizer)
-        scans = {
-            name: scan(
-                model,
-                saes,
-                options.layer,
-                source.sequences,
-                source.offset,
-                special,
-                options.batch_size,
-            )
-            for name, source in sources.items()
-        }
-        kept = scans[options.corpus].pooled
-        every_sequence = [s for source in sources.values() for s in source.sequences]
-        context = {
-            "model": model,
-            "kept": kept,
-            "emotions": np.array([p.emotion for p in passages]),
-            "labels": np.array([p.emotion for p in passages])[kept],
-            "chooser": chooser_half(np.array([p.emotion for p in passages])[kept], options.seed),
-            "strings": tables.token_strings(model, every_sequence),
-            "n_tokens": sum(s.n_tokens for s in scans.values()),
-            "removed": _denoising_basis(store, model, inputs, options),
-        }
-        changes, headline = [], []
-        for index, (row, sae) in enumerate(zip(inputs.saes, saes, strict=True)):
-            own, summary = _align_sae(
-                run_id, row, sae, index, inputs, options, scans, sources, context
-            )
-            changes += own
-            headline.append(summary)
-        changes += [
-            (
-                "passage_tokens",
-                {"model": inputs.spec.name, "corpus": name},
-                tables.token_table(run_id, inputs.spec.name, name, source, context["strings"]),
-            )
-            for name, source in sources.items()
-        ]
+        scans = _scans(model, saes, options, sources)
+        context = _context(store, model, inputs, options, passages, sources, scans)
+        changes, headline = _changes(run_id, saes, inputs, options, scans, sources, context)
         store.replace_all(changes)
+    return Aligned(
+        run_id,
+        inputs.spec.name,
+        options.layer,
+        options.corpus,
+        int(context["kept"].sum()),
+        len(sample.sequences) if sample else 0,
+        context["n_tokens"],
+        headline,
+    )
+
+
+def _scans(
+    model: models.LoadedModel, saes: list[Any], options: AlignOptions, sources: dict[str, Source]
+) -> dict[str, Scan]:
+    """Each source scanned once through the model and every SAE at the layer."""
+    special = training_text.special_ids(model.tokenizer)
     return {
-        "run_id": run_id,
-        "model": inputs.spec.name,
-        "layer": options.layer,
-        "corpus": options.corpus,
-        "passages": int(kept.sum()),
-        "sample_rows": len(sample.sequences) if sample else 0,
-        "tokens_scanned": context["n_tokens"],
-        "saes": headline,
+        name: scan(
+            model,
+            saes,
+            options.layer,
+            source.sequences,
+            source.offset,
+            special,
+            options.batch_size,
+        )
+        for name, source in sources.items()
     }
+
+
+def _context(
+    store: Store,
+    model: models.LoadedModel,
+    inputs: Inputs,
+    options: AlignOptions,
+    passages: list[catalog.Passage],
+    sources: dict[str, Source],
+    scans: dict[str, Scan],
+) -> dict[str, Any]:
+    """What every SAE's alignment shares: the kept passages, their labels and halves, the
+    token strings, the tokens scanned and the subspace denoising removed."""
+    kept = scans[options.corpus].pooled
+    every_sequence = [s for source in sources.values() for s in source.sequences]
+    return {
+        "model": model,
+        "kept": kept,
+        "emotions": np.array([p.emotion for p in passages]),
+        "labels": np.array([p.emotion for p in passages])[kept],
+        "chooser": chooser_half(np.array([p.emotion for p in passages])[kept], options.seed),
+        "strings": tables.token_strings(model, every_sequence),
+        "n_tokens": sum(s.n_tokens for s in scans.values()),
+        "removed": _denoising_basis(store, model, inputs, options),
+    }
+
+
+def _changes(
+    run_id: str,
+    saes: list[Any],
+    inputs: Inputs,
+    options: AlignOptions,
+    scans: dict[str, Scan],
+    sources: dict[str, Source],
+    context: dict[str, Any],
+) -> tuple[list[tuple[str, dict, pa.Table]], list[SaeAlignment]]:
+    """Every table the run replaces (each SAE's, then the passage tokens) and each SAE's
+    headline."""
+    changes, headline = [], []
+    for index, (row, sae) in enumerate(zip(inputs.saes, saes, strict=True)):
+        own, summary = _align_sae(run_id, row, sae, index, inputs, options, scans, sources, context)
+        changes += own
+        headline.append(summary)
+    changes += [
+        (
+            "passage_tokens",
+            {"model": inputs.spec.name, "corpus": name},
+            tables.token_table(run_id, inputs.spec.name, name, source, context["strings"]),
+        )
+        for name, source in sources.items()
+    ]
+    return changes, headline
 
 
 def _headline(
     sae_id: str, emotions: list[str], results: list[EmotionResult], nulls: dict, k: int
-) -> dict[str, Any]:
-    """What the CLI prints: per emotion, the claims against their shuffled-label nulls
-    (best |cos|, OMP R², held-out feature AUROC) and what is only descriptive."""
+) -> SaeAlignment:
+    """What the CLI prints of one SAE."""
     per_emotion = [
         {
             "emotion": emotion,
@@ -451,16 +550,14 @@ def _headline(
         for emotion, r in zip(emotions, results, strict=True)
     ]
     share = lambda key: float(np.mean([row[key] for row in per_emotion]))  # noqa: E731
-    return {
-        "sae_id": sae_id,
-        "nulls": {name: v for name, v in nulls.items() if name != "omp_curves"},
-        "fraction_above_shuffled_null": share("> shuffled p99"),
-        "fraction_omp_above_shuffled": share("> shuffled OMP p99"),
-        "fraction_heldout_auroc_p05": float(
-            np.mean([r.summary["heldout_feature_auroc_p"] < 0.05 for r in results])
-        ),
-        "fraction_above_random": share("> random p99"),
-        "mean_omp_r2": np.mean([r.omp_r2 for r in results], axis=0),
-        "mean_shuffled_omp_r2": nulls["omp_curves"].mean(axis=0),
-        "per_emotion": per_emotion,
-    }
+    return SaeAlignment(
+        sae_id,
+        {name: v for name, v in nulls.items() if name != "omp_curves"},
+        share("> shuffled p99"),
+        share("> shuffled OMP p99"),
+        float(np.mean([r.summary["heldout_feature_auroc_p"] < 0.05 for r in results])),
+        share("> random p99"),
+        np.mean([r.omp_r2 for r in results], axis=0),
+        nulls["omp_curves"].mean(axis=0),
+        per_emotion,
+    )

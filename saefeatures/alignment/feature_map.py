@@ -16,7 +16,7 @@ import html
 import re
 import time
 from collections.abc import Iterator
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -279,7 +279,61 @@ def _emotion_hover(emotion: str, valence: float | None) -> str:
     return f"<b>{html.escape(emotion)}</b> (emotion vector)<br>valence: {rating}"
 
 
-def draw(store: Store, out: Path, options: UmapOptions) -> dict[str, Any]:
+def _emotion_vectors(
+    store: Store, model: str, emotions: list[str], options: UmapOptions
+) -> np.ndarray:
+    """The vectors of the alignments' emotions at the layer, in the alignments' order."""
+    vector_set = read_vectors(store, model, options.corpus, options.method)
+    missing = [e for e in emotions if e not in vector_set.emotions]
+    if options.layer not in vector_set.layers or missing:
+        raise SaefeaturesError(
+            f"the {options.method} vectors of {model}, corpus {options.corpus}, lack layer "
+            f"{options.layer} or emotions {', '.join(missing) or '-'} that the alignments use; "
+            "re-run `saefeatures vectors` and `saefeatures align`"
+        )
+    return vector_set.vectors[
+        [vector_set.emotions.index(e) for e in emotions], vector_set.layers.index(options.layer)
+    ]
+
+
+def _chosen_features(
+    rows: list[dict[str, Any]], n_features: int, options: UmapOptions
+) -> tuple[np.ndarray, np.ndarray]:
+    """The aligned features (top-k of any emotion) and a seeded sample of the others."""
+    aligned = np.array(sorted({row["feature"] for row in rows if row["rank"] <= options.top_k}))
+    others = np.setdiff1d(np.arange(n_features), aligned)
+    rng = np.random.default_rng(options.seed)
+    background = np.sort(rng.choice(others, min(options.background, len(others)), replace=False))
+    return aligned, background
+
+
+def _timed_embed(
+    decoder: np.ndarray, features: np.ndarray, vectors: np.ndarray, options: UmapOptions
+) -> tuple[np.ndarray, float]:
+    """The map of the features' decoder directions and the vectors, and UMAP's seconds."""
+    started = time.perf_counter()
+    progress.say(f"  UMAP of {len(features) + len(vectors)} points")
+    coordinates = embed(
+        np.vstack([decoder[features], vectors]), options.seed, options.neighbors, options.min_dist
+    )
+    return coordinates, time.perf_counter() - started
+
+
+@dataclass(frozen=True)
+class FeatureMap:
+    """One UMAP: how many points of each kind, its time, its files, and every point's
+    coordinates, label (a feature id or an emotion) and kind."""
+
+    sae_id: str
+    points: dict[str, int]
+    umap_seconds: float
+    files: list[str]
+    coordinates: np.ndarray  # [points, 2]
+    labels: list[str]
+    kinds: list[str]
+
+
+def draw(store: Store, out: Path, options: UmapOptions) -> FeatureMap:
     """Map one SAE's emotion-aligned and random features with the emotion vectors."""
     model = models.resolve(options.model).name
     sae_row = saes_at(store, model, options.layer, options.sae)[0]
@@ -289,47 +343,17 @@ def draw(store: Store, out: Path, options: UmapOptions) -> dict[str, Any]:
     stem = _stem(out, options, sae_id)
     rows = _alignments(store, sae_id, options)
     emotions = list(dict.fromkeys(row["emotion"] for row in rows))
-    vector_set = read_vectors(store, model, options.corpus, options.method)
-    missing = [e for e in emotions if e not in vector_set.emotions]
-    if options.layer not in vector_set.layers or missing:
-        raise SaefeaturesError(
-            f"the {options.method} vectors of {model}, corpus {options.corpus}, lack layer "
-            f"{options.layer} or emotions {', '.join(missing) or '-'} that the alignments use; "
-            "re-run `saefeatures vectors` and `saefeatures align`"
-        )
-    vectors = vector_set.vectors[
-        [vector_set.emotions.index(e) for e in emotions], vector_set.layers.index(options.layer)
-    ]
+    vectors = _emotion_vectors(store, model, emotions, options)
     sae = loading.read_saelens(Path(sae_row["path"]), "cpu")
     decoder = sae.W_dec.detach().float().cpu().numpy()
 
-    aligned = np.array(sorted({row["feature"] for row in rows if row["rank"] <= options.top_k}))
-    others = np.setdiff1d(np.arange(len(decoder)), aligned)
-    rng = np.random.default_rng(options.seed)
-    background = np.sort(rng.choice(others, min(options.background, len(others)), replace=False))
+    aligned, background = _chosen_features(rows, len(decoder), options)
     features = np.concatenate([aligned, background]).astype(int)
+    coordinates, seconds = _timed_embed(decoder, features, vectors, options)
 
-    started = time.perf_counter()
-    progress.say(f"  UMAP of {len(features) + len(vectors)} points")
-    coordinates = embed(
-        np.vstack([decoder[features], vectors]), options.seed, options.neighbors, options.min_dist
+    kinds, labels, colour, hover = _describe_points(
+        store, sae_id, rows, aligned, background, features, emotions
     )
-    seconds = time.perf_counter() - started
-
-    valence = catalog.load_ratings().valence
-    best = _best_emotion(rows, set(aligned.tolist()))
-    tokens = _top_tokens(store, sae_id, features)
-    kinds = (
-        ["feature"] * len(aligned) + ["background"] * len(background) + ["emotion"] * len(emotions)
-    )
-    labels = [str(f) for f in features] + emotions
-    colour = (
-        [valence.get(best[f][0], np.nan) * np.sign(best[f][1]) for f in aligned.tolist()]
-        + [np.nan] * len(background)
-        + [valence.get(e, np.nan) for e in emotions]
-    )
-    hover = [_feature_hover(f, tokens.get(f), best.get(f)) for f in features.tolist()]
-    hover += [_emotion_hover(e, valence.get(e)) for e in emotions]
     title = (
         f"{sae_id}\nlayer {options.layer}, corpus {options.corpus}: top {options.top_k} features "
         f"per emotion (coloured), {len(background)} others (grey), emotion vectors (stars)"
@@ -348,25 +372,51 @@ def draw(store: Store, out: Path, options: UmapOptions) -> dict[str, Any]:
         "hover": hover,
         "title": title,
     }
+    _save_points(store, options, points)
+    counts = {
+        "aligned_features": len(aligned),
+        "background_features": len(background),
+        "emotions": len(emotions),
+    }
+    files = [str(path) for path in files]
+    return FeatureMap(sae_id, counts, seconds, files, coordinates, labels, kinds)
+
+
+def _describe_points(
+    store: Store,
+    sae_id: str,
+    rows: list[dict[str, Any]],
+    aligned: np.ndarray,
+    background: np.ndarray,
+    features: np.ndarray,
+    emotions: list[str],
+) -> tuple[list[str], list[str], list[float], list[str]]:
+    """Each point's kind, label, colour and hover text: the features, then the emotions."""
+    valence = catalog.load_ratings().valence
+    best = _best_emotion(rows, set(aligned.tolist()))
+    tokens = _top_tokens(store, sae_id, features)
+    kinds = (
+        ["feature"] * len(aligned) + ["background"] * len(background) + ["emotion"] * len(emotions)
+    )
+    labels = [str(f) for f in features] + emotions
+    colour = (
+        [valence.get(best[f][0], np.nan) * np.sign(best[f][1]) for f in aligned.tolist()]
+        + [np.nan] * len(background)
+        + [valence.get(e, np.nan) for e in emotions]
+    )
+    hover = [_feature_hover(f, tokens.get(f), best.get(f)) for f in features.tolist()]
+    hover += [_emotion_hover(e, valence.get(e)) for e in emotions]
+    return kinds, labels, colour, hover
+
+
+def _save_points(store: Store, options: UmapOptions, points: dict[str, Any]) -> None:
+    """The drawn points, in a run of their own, in place of the SAE's earlier map."""
     with store.run("umap", asdict(options), atomic=True) as run_id:
         store.replace(
             "feature_map_points",
-            {"sae_id": sae_id, "corpus": options.corpus},
+            {"sae_id": points["sae_id"], "corpus": options.corpus},
             _columns(points, run_id),
         )
-    return {
-        "sae_id": sae_id,
-        "points": {
-            "aligned_features": len(aligned),
-            "background_features": len(background),
-            "emotions": len(emotions),
-        },
-        "umap_seconds": seconds,
-        "files": [str(path) for path in files],
-        "coordinates": coordinates,
-        "labels": labels,
-        "kinds": kinds,
-    }
 
 
 def _columns(points: dict[str, Any], run_id: str) -> pa.Table:

@@ -90,9 +90,9 @@ def corpus_show(
 
     with workspace(db).open_store() as store:
         summary = catalog.describe(store, name, model)
-    render.print_rows(["emotion", "passages"], summary["counts"], title=f"corpus {name}")
-    render.print_rows(["statistic", "value"], summary["tokens"].items(), title="tokens per passage")
-    render.print_rows(["emotion", "sample"], summary["sample"], title="sample")
+    render.print_rows(["emotion", "passages"], summary.counts, title=f"corpus {name}")
+    render.print_rows(["statistic", "value"], summary.tokens.items(), title="tokens per passage")
+    render.print_rows(["emotion", "sample"], summary.sample, title="sample")
 
 
 @corpus_app.command("import")
@@ -146,8 +146,8 @@ def corpus_generate(
     from saefeatures.corpora import stories
 
     with workspace(db).open_store() as store:
-        summary = stories.generate(store, options)
-    render.print_rows(["fact", "value"], summary.items(), title="generated stories")
+        written = stories.generate(store, options)
+    render.print_rows(["fact", "value"], written.facts(), title="generated stories")
 
 
 def vectors_command(
@@ -177,8 +177,7 @@ def vectors_command(
     from saefeatures.vectors import extraction
 
     with workspace(db).open_store() as store:
-        summary = extraction.extract(store, options)
-    render.print_rows(["fact", "value"], summary.items(), title="emotion vectors")
+        render.print_facts(extraction.extract(store, options), "emotion vectors")
 
 
 def geometry_command(
@@ -209,10 +208,10 @@ def geometry_command(
     columns = geometry.TABLE_COLUMNS
     render.print_rows(
         columns,
-        ([row[column] for column in columns] for row in result["geometry"]),
+        ([row[column] for column in columns] for row in result.geometry),
         title="geometry (each PC's sign fixed so that r >= 0)",
     )
-    best = result["best"]
+    best = result.best_row()
     render.print_rows(
         ["method", "layer", "a", "b", "expected", "cosine"],
         (
@@ -224,7 +223,7 @@ def geometry_command(
                 p["expected_sign"],
                 p["cosine"],
             ]
-            for p in result["pairs"]
+            for p in result.pairs
             if p["layer"] == best["layer"]
         ),
         title=f"sanity pairs at the best layer {best['layer']}",
@@ -235,5 +234,5 @@ def geometry_command(
         title="the best layer (denoised vectors, every rated emotion)",
     )
     print(render.BEST_NOTE)
-    print(f"excluded for lack of ratings: {', '.join(result['excluded']) or 'none'}")
-    print("figures: " + ", ".join(result["figures"]))
+    print(f"excluded for lack of ratings: {', '.join(result.excluded) or 'none'}")
+    print("figures: " + ", ".join(result.figures))

@@ -30,7 +30,7 @@ def sql_command(
     render.check_format(fmt)
     sql = queries.resolve(query)
     with workspace(db).open_store(read_only=True) as store:
-        render.print_arrow(store.query(sql), fmt)
+        render.print_arrow(store.user_query(sql), fmt)
 
 
 def queries_command() -> None:
@@ -95,10 +95,10 @@ def compare_command(
         result = compare.compare(store, out, options)
     columns = list(compare.COLUMNS)
     render.print_rows(
-        columns, ([row[c] for c in columns] for row in result["rows"]), title="comparisons"
+        columns, ([row[c] for c in columns] for row in result.rows), title="comparisons"
     )
-    if result["figures"]:
-        print("figures: " + ", ".join(result["figures"]))
+    if result.figures:
+        print("figures: " + ", ".join(result.figures))
 
 
 def report_command(
@@ -112,7 +112,4 @@ def report_command(
 
     with workspace(db).open_store(read_only=True) as store:
         result = build.write(store, output)
-    print(
-        f"report: {result['path']} ({len(result['sections'])} sections, "
-        f"{result['figures']} figures)"
-    )
+    print(f"report: {result.path} ({len(result.sections)} sections, {result.figures} figures)")

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -26,6 +27,9 @@ from saefeatures.cli.common import (
     workspace,
 )
 from saefeatures.config import DEFAULT_CORPUS, DEFAULT_DB, DEFAULT_MODEL, DEFAULT_OUT
+
+if TYPE_CHECKING:
+    from saefeatures.alignment.align import SaeAlignment
 
 LayerOption = Annotated[int, typer.Option("--layer", help="The layer of the vectors and SAEs.")]
 
@@ -63,31 +67,32 @@ def align_command(
     from saefeatures.alignment import align
 
     with workspace(db).open_store() as store:
-        summary = align.align(store, options)
-    for result in summary.pop("saes"):
+        aligned = align.align(store, options)
+    for result in aligned.saes:
         _print_alignment(result, k_max)
-    render.print_rows(["fact", "value"], summary.items(), title="alignment")
+    facts = {name: value for name, value in asdict(aligned).items() if name != "saes"}
+    render.print_rows(["fact", "value"], facts.items(), title="alignment")
 
 
-def _print_alignment(result: dict, k_max: int) -> None:
-    rows = result["per_emotion"]
-    render.print_rows(list(rows[0]), (r.values() for r in rows), title=result["sae_id"])
-    nulls = result["nulls"]
+def _print_alignment(result: SaeAlignment, k_max: int) -> None:
+    rows = result.per_emotion
+    render.print_rows(list(rows[0]), (r.values() for r in rows), title=result.sae_id)
+    nulls = result.nulls
     print(
         "against shuffled-label contrasts (same passages, same denoising, no emotion): "
         f"best |cos| above their p99 ({nulls['shuffled_null_p99']:.3f}) for "
-        f"{result['fraction_above_shuffled_null']:.0%} of emotions; OMP R² at k={k_max} above "
-        f"theirs for {result['fraction_omp_above_shuffled']:.0%}; held-out best-feature AUROC "
-        f"p < 0.05 for {result['fraction_heldout_auroc_p05']:.0%}"
+        f"{result.fraction_above_shuffled_null:.0%} of emotions; OMP R² at k={k_max} above "
+        f"theirs for {result.fraction_omp_above_shuffled:.0%}; held-out best-feature AUROC "
+        f"p < 0.05 for {result.fraction_heldout_auroc_p05:.0%}"
     )
     print(
         f"descriptive: above the p99 of random unit vectors ({nulls['random_p99']:.3f}) for "
-        f"{result['fraction_above_random']:.0%} (any direction in the data's subspace is)"
+        f"{result.fraction_above_random:.0%} (any direction in the data's subspace is)"
     )
     ks = [k for k in (1, 2, 4, 8, 16, 32) if k <= k_max]
     render.print_rows(
         ["k", "OMP R² (mean)", "shuffled-label OMP R² (mean)"],
-        ([k, result["mean_omp_r2"][k - 1], result["mean_shuffled_omp_r2"][k - 1]] for k in ks),
+        ([k, result.mean_omp_r2[k - 1], result.mean_shuffled_omp_r2[k - 1]] for k in ks),
         title="sparse reconstruction of the vectors",
     )
 
@@ -125,12 +130,12 @@ def umap_command(
     with workspace(db, out).open_store() as store:
         result = feature_map.draw(store, out, options)
     facts = {
-        "sae_id": result["sae_id"],
-        **result["points"],
-        "umap seconds": round(result["umap_seconds"], 1),
+        "sae_id": result.sae_id,
+        **result.points,
+        "umap seconds": round(result.umap_seconds, 1),
     }
     render.print_rows(["fact", "value"], facts.items(), title="UMAP")
-    print("figures: " + ", ".join(result["files"]))
+    print("figures: " + ", ".join(result.files))
 
 
 def steer_command(
@@ -166,19 +171,19 @@ def steer_command(
 
     with workspace(db, out).open_store() as store:
         result = steering.steer(store, out, options)
-    summary = steering.summarize(result["summary"])
+    summary = steering.summarize(result.summary)
     render.print_rows(
         list(summary[0]),
         (row.values() for row in summary),
-        title=f"steering {result['model']} at layer {result['layer']}",
+        title=f"steering {result.model} at layer {result.layer}",
     )
     render.print_rows(
         ["level", "emotion", "valence (words)", "valence (axis)", "generation"],
-        steering.examples(result["rows"]),
+        steering.examples(result.rows),
         title="generations under steering",
     )
-    print(f"mean residual norm at layer {result['layer']}: {result['norm']:.2f}")
-    print("figures: " + ", ".join(result["figures"]))
+    print(f"mean residual norm at layer {result.layer}: {result.norm:.2f}")
+    print("figures: " + ", ".join(result.figures))
 
 
 def patch_command(
@@ -211,6 +216,6 @@ def patch_command(
 
     with workspace(db, out).open_store() as store:
         result = patch.patch(store, out, options)
-    for title, columns, rows in patch.tables(result["summary"]):
-        render.print_rows(columns, rows, title=f"{result['model']}: {title}")
-    print("figures: " + ", ".join(result["figures"]))
+    for title, columns, rows in patch.tables(result.summary):
+        render.print_rows(columns, rows, title=f"{result.model}: {title}")
+    print("figures: " + ", ".join(result.figures))

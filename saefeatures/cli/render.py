@@ -6,6 +6,7 @@ import csv
 import json
 import sys
 from collections.abc import Iterable
+from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
@@ -39,6 +40,11 @@ def print_arrow(table: pa.Table, fmt: str = "table", title: str | None = None) -
         print_rows(
             table.column_names, ([row[c] for c in table.column_names] for row in rows), title
         )
+
+
+def print_facts(result: Any, title: str) -> None:
+    """A result dataclass as a two-column table, one row per field."""
+    print_rows(["fact", "value"], asdict(result).items(), title=title)
 
 
 def print_rows(columns: list[str], rows: Iterable[Iterable[Any]], title: str | None = None) -> None:

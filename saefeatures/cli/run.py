@@ -24,60 +24,71 @@ from saefeatures.config import DEFAULT_DB, DEFAULT_MODEL, DEFAULT_OUT
 
 if TYPE_CHECKING:
     from saefeatures.pipeline.job import JobResult, ModelResult
+    from saefeatures.store.workspace import Workspace
+
+
+CORPORA = ",".join(opts.RunOptions.corpora)
+
+ModelsOption = Annotated[
+    str | None,
+    typer.Option(
+        "--models", help="Several models in turn, e.g. smollm2-135m-instruct,gemma-3-270m."
+    ),
+]
+CorporaOption = Annotated[
+    str,
+    typer.Option(
+        "--corpora",
+        help="Corpora for vectors, e.g. templates,my-stories; the last is aligned, steered "
+        "and validated.",
+    ),
+]
+ModelStoriesOption = Annotated[
+    bool,
+    typer.Option(
+        "--model-stories/--no-model-stories",
+        help="An instruct model also writes its own stories (read after --corpora).",
+    ),
+]
+SaeConfigOption = Annotated[
+    str | None,
+    typer.Option("--config", help="SAE config (YAML file or preset); default: the model's preset."),
+]
+TrainOption = Annotated[
+    bool, typer.Option("--train/--no-train", help="Train SAEs at the config's layers.")
+]
+SaeTokensOption = Annotated[
+    int | None,
+    typer.Option("--sae-tokens", help="Training tokens per SAE (default: the config's)."),
+]
+SaeSetOption = Annotated[
+    list[str] | None,
+    typer.Option("--sae-set", help="KEY=VALUE override of the SAE config (repeatable)."),
+]
+ForceOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--force",
+        help="Rerun a stage done before on the same inputs (repeatable): "
+        f"{', '.join(opts.STAGES)}, or all.",
+    ),
+]
 
 
 def run_command(
     model: ModelOption = DEFAULT_MODEL,
-    models_: Annotated[
-        str | None,
-        typer.Option(
-            "--models", help="Several models in turn, e.g. smollm2-135m-instruct,gemma-3-270m."
-        ),
-    ] = None,
+    models_: ModelsOption = None,
     layers: LayersOption = "all",
     emotions: EmotionsOption = "default",
-    corpora: Annotated[
-        str,
-        typer.Option(
-            "--corpora",
-            help="Corpora for vectors, e.g. templates,my-stories; the last is aligned, steered "
-            "and validated.",
-        ),
-    ] = ",".join(opts.RunOptions.corpora),
-    model_stories: Annotated[
-        bool,
-        typer.Option(
-            "--model-stories/--no-model-stories",
-            help="An instruct model also writes its own stories (read after --corpora).",
-        ),
-    ] = opts.RunOptions.model_stories,
-    config: Annotated[
-        str | None,
-        typer.Option(
-            "--config", help="SAE config (YAML file or preset); default: the model's preset."
-        ),
-    ] = None,
-    train: Annotated[
-        bool, typer.Option("--train/--no-train", help="Train SAEs at the config's layers.")
-    ] = True,
-    sae_tokens: Annotated[
-        int | None,
-        typer.Option("--sae-tokens", help="Training tokens per SAE (default: the config's)."),
-    ] = None,
-    sae_overrides: Annotated[
-        list[str] | None,
-        typer.Option("--sae-set", help="KEY=VALUE override of the SAE config (repeatable)."),
-    ] = None,
+    corpora: CorporaOption = CORPORA,
+    model_stories: ModelStoriesOption = opts.RunOptions.model_stories,
+    config: SaeConfigOption = None,
+    train: TrainOption = True,
+    sae_tokens: SaeTokensOption = None,
+    sae_overrides: SaeSetOption = None,
     dtype: DtypeOption = "auto",
     device: DeviceOption = "auto",
-    force: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--force",
-            help="Rerun a stage done before on the same inputs (repeatable): "
-            f"{', '.join(opts.STAGES)}, or all.",
-        ),
-    ] = None,
+    force: ForceOption = None,
     db: DbOption = DEFAULT_DB,
     out: OutOption = DEFAULT_OUT,
 ) -> None:
@@ -106,6 +117,15 @@ def run_command(
 
     workspace = Workspace(db, out)
     result = job.run(workspace, chosen)
+    _print_result(workspace, result)
+    if result.failed:
+        raise typer.Exit(1)
+
+
+def _print_result(workspace: Workspace, result: JobResult) -> None:
+    """What the main job did, the store's tables after it, and where to look next."""
+    from saefeatures.pipeline.job import EXAMPLE_QUERIES
+
     for done in result.models:
         _print_model(done)
     if "skipped" in result.comparisons:
@@ -113,14 +133,12 @@ def run_command(
     with workspace.open_store(read_only=True) as store:
         render.print_rows(["table", "rows"], store.table_counts(), title="store tables")
     _print_stages(result)
-    print(f"run {result.run_id}: database {db}, figures under {out}")
+    print(f"run {result.run_id}: database {workspace.db}, figures under {workspace.out}")
     if result.report:
-        print(f"report: {result.report['path']} (open it in a browser)")
+        print(f"report: {result.report.path} (open it in a browser)")
     print("try:")
-    for query in job.EXAMPLE_QUERIES:
+    for query in EXAMPLE_QUERIES:
         print(f'  saefeatures sql "{query}"')
-    if result.failed:
-        raise typer.Exit(1)
 
 
 def _print_stages(result: JobResult) -> None:

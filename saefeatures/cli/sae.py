@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated
 
@@ -79,9 +80,10 @@ def train_command(
     from saefeatures.sae import api
 
     with workspace(db, out).open_store() as store:
-        summary = api.train(store, out, options)
-    saes = summary.pop("saes")
-    render.print_rows(["fact", "value"], summary.items(), title="SAE training")
+        trained = api.train(store, out, options)
+    facts = {name: value for name, value in asdict(trained).items() if name != "saes"}
+    render.print_rows(["fact", "value"], facts.items(), title="SAE training")
+    saes = trained.saes
     render.print_rows(list(saes[0]), (row.values() for row in saes), title="SAEs")
 
 
@@ -114,8 +116,10 @@ def evaluate_command(
     from saefeatures.sae import api
 
     with workspace(db, out).open_store() as store:
-        summary = api.evaluate(store, out, options)
-    render.print_rows(["metric", "value"], summary.items(), title=f"SAE {sae_id}")
+        evaluated = api.evaluate(store, out, options)
+    shown = {**asdict(evaluated), **evaluated.metrics}
+    del shown["metrics"]
+    render.print_rows(["metric", "value"], shown.items(), title=f"SAE {sae_id}")
 
 
 def saes_command(
@@ -158,5 +162,4 @@ def load_command(
     from saefeatures.sae import api
 
     with workspace(db, out).open_store() as store:
-        summary = api.load(store, out, options)
-    render.print_rows(["fact", "value"], summary.items(), title="SAE loaded")
+        render.print_facts(api.load(store, out, options), "SAE loaded")

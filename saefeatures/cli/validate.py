@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -27,6 +27,9 @@ from saefeatures.cli.common import (
     workspace,
 )
 from saefeatures.config import DEFAULT_CORPUS, DEFAULT_DB, DEFAULT_MODEL
+
+if TYPE_CHECKING:
+    from saefeatures.validation.preferences import PreferenceResult
 
 validate_app = typer.Typer(
     help="The original study's validation experiments, with directions and SAE features.",
@@ -63,7 +66,7 @@ def _read_out(
         result = experiment(store, options)
     rows, title, tables = shown(result)
     render.print_rows(list(rows[0]), (row.values() for row in rows), title=title)
-    print(f"run {result['run_id']}: {tables}")
+    print(f"run {result.run_id}: {tables}")
 
 
 @validate_app.command("retrieval")
@@ -101,8 +104,8 @@ def validate_retrieval(
         options,
         retrieval.retrieve,
         lambda result: (
-            retrieval.summarize(result["results"]),
-            f"retrieval on unseen text ({result['model']}, {result['candidates']} candidates)",
+            retrieval.summarize(result.results),
+            f"retrieval on unseen text ({result.model}, {result.candidates} candidates)",
             "per-emotion rows in retrieval_results, the top passages in retrieval_top_passages",
         ),
     )
@@ -148,8 +151,8 @@ def validate_quantity(
         options,
         quantity.run_test,
         lambda result: (
-            quantity.summarize(result["summary"]),
-            f"the quantity test ({result['model']}, {result['prompts']} prompts; the headline "
+            quantity.summarize(result.summary),
+            f"the quantity test ({result.model}, {result.prompts} prompts; the headline "
             "layer, fixed in advance, and the SAE layers)",
             "per family in quantity_results, over families in quantity_summary, read-outs in "
             "quantity_scores",
@@ -202,12 +205,12 @@ def validate_behaviour(
     ]
     render.print_rows(
         columns,
-        ([row[c] for c in columns] for row in result["summary"]),
-        title=f"behaviour of {result['model']} steered at layer {result['layer']} "
-        f"({result['scenarios']} scenarios x 2 orders)",
+        ([row[c] for c in columns] for row in result.summary),
+        title=f"behaviour of {result.model} steered at layer {result.layer} "
+        f"({result.scenarios} scenarios x 2 orders)",
     )
     print(
-        f"run {result['run_id']}: mean residual norm {result['norm']:.2f}; rows in "
+        f"run {result.run_id}: mean residual norm {result.norm:.2f}; rows in "
         "behaviour_results, behaviour_summary, comparisons"
     )
 
@@ -249,29 +252,29 @@ def validate_preferences(
     _print_preferences(result)
 
 
-def _print_preferences(result: dict[str, Any]) -> None:
-    ranked = sorted(result["scores"], key=lambda row: -row["elo"])
+def _print_preferences(result: PreferenceResult) -> None:
+    ranked = sorted(result.scores, key=lambda row: -row["elo"])
     columns = ["activity", "category", "comparisons", "elo", "ci_low", "ci_high"]
     render.print_rows(
         columns,
         ([row[c] for c in columns] for row in render.ends(ranked, SHOWN_ACTIVITIES)),
-        title=f"{result['model']}: most and least preferred of "
-        f"{len(ranked)} activities ({result['pairs']} pairs; first-position "
-        f"bias {result['bias']:+.2f} logits)",
+        title=f"{result.model}: most and least preferred of "
+        f"{len(ranked)} activities ({result.pairs} pairs; first-position "
+        f"bias {result.bias:+.2f} logits)",
     )
     columns = ["layer", "positive", "positive_r", "negative", "negative_r"]
     render.print_rows(
         columns,
-        ([row[c] for c in columns] for row in result["strongest"]),
+        ([row[c] for c in columns] for row in result.strongest),
         title="emotion projection on the activity's tokens vs its Elo",
     )
     columns = ["metric", "direction_value", "feature_value"]
     render.print_rows(
         columns,
-        ([row[c] for c in columns] for row in result["effects"]),
-        title=f"steering at layer {result['layer']} on the activity's tokens",
+        ([row[c] for c in columns] for row in result.effects),
+        title=f"steering at layer {result.layer} on the activity's tokens",
     )
     print(
-        f"run {result['run_id']}: rows in preference_comparisons, preference_scores, "
+        f"run {result.run_id}: rows in preference_comparisons, preference_scores, "
         "preference_correlations, preference_steering, comparisons"
     )

@@ -337,7 +337,16 @@ def listing(store: Store) -> pa.Table:
     return pa.Table.from_pylist(stored)
 
 
-def describe(store: Store, name: str, model_name: str) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Description:
+    """What `corpus show` prints: passages per emotion, token lengths, a sample."""
+
+    counts: list[tuple[str, int]]
+    tokens: dict[str, float]
+    sample: list[tuple[str, str]]
+
+
+def describe(store: Store, name: str, model_name: str) -> Description:
     """Counts per emotion, token-length statistics with the model's tokenizer, a sample."""
     import numpy as np
 
@@ -358,4 +367,4 @@ def describe(store: Store, name: str, model_name: str) -> dict[str, Any]:
     for passage in passages:
         seen.setdefault(passage.emotion or "(none)", passage.text[:160])
     sample = list(seen.items())[:5]
-    return {"counts": sorted(emotion_counts(passages).items()), "tokens": tokens, "sample": sample}
+    return Description(sorted(emotion_counts(passages).items()), tokens, sample)

@@ -119,7 +119,7 @@ def sample(
     return tokenizer.batch_decode(out[:, batch["input_ids"].shape[1] :], skip_special_tokens=True)
 
 
-def generate(store: Store, options: StoryOptions) -> dict[str, object]:
+def generate(store: Store, options: StoryOptions) -> Written:
     """`saefeatures corpus generate`: stories into the store, one committed batch at a time.
 
     After the planned stories, every emotion with fewer kept stories than `min_kept` is
@@ -250,9 +250,30 @@ def _write_batch(
         store.insert("passages", pa.Table.from_pylist(rows))
 
 
+@dataclass(frozen=True)
+class Written:
+    """One `corpus generate` run: the stories planned, the top-ups asked for, each cleaning
+    verdict's count, and the emotions still short of their minimum."""
+
+    run_id: str
+    corpus: str
+    model: str
+    planned: int
+    top_ups: int
+    verdicts: dict[str, int]
+    below_minimum: str  # comma-separated, or "none"
+
+    def facts(self) -> list[tuple[str, object]]:
+        """The fields as printed, one row per verdict."""
+        fields = asdict(self)
+        verdicts = fields.pop("verdicts")
+        below = fields.pop("below_minimum")
+        return [*fields.items(), *verdicts.items(), ("below_minimum", below)]
+
+
 def _finish(
     store: Store, run_id: str, name: str, model: str, planned: int, emotions: list[str], wanted: int
-) -> dict[str, object]:
+) -> Written:
     """Record the corpus with its verdict counts; name the emotions still below `wanted`."""
     verdicts = store.query(
         "SELECT json_extract_string(meta, '$.verdict') AS verdict, count(*) AS n FROM passages "
@@ -278,12 +299,4 @@ def _finish(
     for emotion, n in thin.items():
         progress.warn(f"{name}: {emotion} kept {n} of the {wanted} stories it needs after top-ups")
     asked = sum(counts.values())
-    return {
-        "run_id": run_id,
-        "corpus": name,
-        "model": model,
-        "planned": planned,
-        "top_ups": asked - planned,
-        **counts,
-        "below_minimum": ", ".join(thin) or "none",
-    }
+    return Written(run_id, name, model, planned, asked - planned, counts, ", ".join(thin) or "none")

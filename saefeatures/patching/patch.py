@@ -13,7 +13,7 @@ model's earlier rows; the conclusions are defined in `patch_analysis`.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,15 +22,31 @@ import pyarrow as pa
 
 from saefeatures import activations, models, progress
 from saefeatures.errors import SaefeaturesError
+from saefeatures.models import LoadedModel
 from saefeatures.options import PatchOptions
 from saefeatures.patching import attribution, conclusions, figures, reply_scores, sweeps
 from saefeatures.patching.conclusions import CONDITIONS, Pair
 from saefeatures.sae import loading
 from saefeatures.store.database import Store
-from saefeatures.store.read import saes_at
+from saefeatures.store.read import residual_saes, saes_at
 
 
-def patch(store: Store, out: Path, options: PatchOptions) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Patched:
+    """One `patch` run: how many pairs over how many layers, the summary `tables` prints
+    (peaks, flip test, feature recoveries) and the figures."""
+
+    run_id: str
+    model: str
+    n_layers: int
+    pairs: int
+    summary: dict[str, Any]
+    figures: list[str]
+
+
+def patch(
+    store: Store, out: Path, options: PatchOptions, model: LoadedModel | None = None
+) -> Patched:
     """Score every pair, sweep the patches, store and draw the results, and summarise."""
     models.check_options(options.dtype, options.device)
     pairs = conclusions.first_situations(conclusions.read_pairs(options.pairs), options.limit)
@@ -43,7 +59,7 @@ def patch(store: Store, out: Path, options: PatchOptions) -> dict[str, Any]:
         "saes": [row["sae_id"] for row in sae_rows],
     }
     with store.run("patch", config, atomic=True) as run_id:
-        model = models.load(spec.name, dtype=options.dtype, device=options.device)
+        model = models.load(spec.name, dtype=options.dtype, device=options.device, loaded=model)
         scores = {name: reply_scores.make(model, name) for name in reply_scores.SCORES}
         saes = [(row, loading.read_saelens(Path(row["path"]), options.device)) for row in sae_rows]
         store.register_model(run_id, model.describe())
@@ -68,14 +84,8 @@ def patch(store: Store, out: Path, options: PatchOptions) -> dict[str, Any]:
     drawn = figures.draw(
         folder, spec.name, score_rows, sweep_rows, summary, model.n_layers, model.n_heads
     )
-    return {
-        "run_id": run_id,
-        "model": spec.name,
-        "n_layers": model.n_layers,
-        "pairs": len(pairs),
-        "summary": summary,
-        "figures": [str(path) for path in drawn],
-    }
+    drawn_files = [str(path) for path in drawn]
+    return Patched(run_id, spec.name, model.n_layers, len(pairs), summary, drawn_files)
 
 
 def _feature_saes(store: Store, model: str, options: PatchOptions) -> list[dict[str, Any]]:
@@ -86,17 +96,13 @@ def _feature_saes(store: Store, model: str, options: PatchOptions) -> list[dict[
         n_layers = models.shape_of(models.resolve(model))["n_layers"]
         chosen = activations.select_layers(options.layers, n_layers, model)
         return [saes_at(store, model, layer, None)[0] for layer in chosen]
-    rows = store.query(
-        "SELECT * FROM saes WHERE model = ? AND hook LIKE '%.hook_resid_post' "
-        "ORDER BY layer, sae_id",
-        [model],
-    ).to_pylist()
-    if not rows and options.level == "features":
+    found = residual_saes(store, model)
+    if not found and options.level == "features":
         raise SaefeaturesError(
             f"no SAE for {model} on the residual stream; train one with `saefeatures train "
             f"--model {model} --layer L` or register one with `saefeatures load`"
         )
-    return list({row["layer"]: row for row in reversed(rows)}.values())[::-1]
+    return [rows[0] for _, rows in sorted(found.items())]  # each layer's first by id
 
 
 def _replacements(
@@ -152,6 +158,7 @@ def _patch_pair(
     saes: list[tuple[dict[str, Any], Any]],
     selection: bool,
 ) -> dict[str, list[dict[str, Any]]]:
+    """One pair's scores, its residual and head sweeps, and its feature-level patches."""
     clean_ids, corrupted_ids = (
         model.encode([reply_scores.prompt_text(model, text)], chat_formatted=True)["input_ids"][0]
         for text in (pair.clean, pair.corrupted)
@@ -169,7 +176,45 @@ def _patch_pair(
         for name, score in scores.items()
     }
     described = {"pair_id": pair.id, "condition": pair.condition}
-    score_rows = [
+    score_rows = _score_rows(
+        pair, described, scores, values, prepared, (len(clean_ids), len(corrupted_ids)), selection
+    )
+    clean_value, corrupted_value = values[options.score]
+    gap = clean_value - corrupted_value
+    sweep_rows = _sweep_rows(
+        model,
+        prepared,
+        swept,
+        clean,
+        options,
+        described,
+        clean_ids,
+        corrupted_ids,
+        corrupted_value,
+        gap,
+    )
+    features, faithfulness = _feature_rows(
+        model, prepared, swept, saes, described, corrupted_value, gap
+    )
+    return {
+        "scores": score_rows,
+        "sweeps": sweep_rows,
+        "features": features,
+        "faithfulness": faithfulness,
+    }
+
+
+def _score_rows(
+    pair: Pair,
+    described: dict[str, Any],
+    scores: dict[str, reply_scores.Score],
+    values: dict[str, tuple[float, float]],
+    prepared: sweeps.PreparedPair,
+    n_tokens: tuple[int, int],
+    selection: bool,
+) -> list[dict[str, Any]]:
+    """The pair's clean and corrupted prompt under every score, one row per score."""
+    return [
         {
             **described,
             "situation": pair.situation,
@@ -180,14 +225,27 @@ def _patch_pair(
             "corrupted_score": x,
             "aligned": prepared.aligned,
             "prefix_length": prepared.prefix_length,
-            "clean_tokens": len(clean_ids),
-            "corrupted_tokens": len(corrupted_ids),
+            "clean_tokens": n_tokens[0],
+            "corrupted_tokens": n_tokens[1],
             "selection": selection,
         }
         for name, (c, x) in values.items()
     ]
-    clean_value, corrupted_value = values[options.score]
-    gap = clean_value - corrupted_value
+
+
+def _sweep_rows(
+    model: models.LoadedModel,
+    prepared: sweeps.PreparedPair,
+    swept: reply_scores.Score,
+    clean: sweeps.CleanRun,
+    options: PatchOptions,
+    described: dict[str, Any],
+    clean_ids: Any,
+    corrupted_ids: Any,
+    corrupted_value: float,
+    gap: float,
+) -> list[dict[str, Any]]:
+    """The residual and head sweeps of the levels asked for, as one row per patch."""
     extra = json.dumps({"score": options.score, "aligned": prepared.aligned})
 
     def differs(position: int | None) -> bool | None:
@@ -229,6 +287,19 @@ def _patch_pair(
             (layer, None, head) for layer in range(model.n_layers) for head in range(model.n_heads)
         ]
         sweep_rows += rows("heads", grid.ravel(), index)
+    return sweep_rows
+
+
+def _feature_rows(
+    model: models.LoadedModel,
+    prepared: sweeps.PreparedPair,
+    swept: reply_scores.Score,
+    saes: list[tuple[dict[str, Any], Any]],
+    described: dict[str, Any],
+    corrupted_value: float,
+    gap: float,
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The feature attributions and their faithfulness checks of every SAE patched."""
     features, faithfulness = [], []
     for row, sae in saes:
         result = attribution.attribute(
@@ -238,12 +309,7 @@ def _patch_pair(
         pair_features, pair_faithfulness = attribution.rows(result, at, gap)
         features += pair_features
         faithfulness += pair_faithfulness
-    return {
-        "scores": score_rows,
-        "sweeps": sweep_rows,
-        "features": features,
-        "faithfulness": faithfulness,
-    }
+    return features, faithfulness
 
 
 # -- the conclusions ---------------------------------------------------------------------
@@ -377,30 +443,34 @@ def tables(summary: dict[str, Any]) -> list[tuple[str, list[str], list[list[Any]
                 rows,
             )
         )
-    for level in summary.get("features", []):
-        where = f"layer {level['layer']} features ({level['sae_id']})"
-        check = level["attribution_vs_exact"]
-        columns = [
-            "condition",
-            "pairs",
-            *[f"recovered k={k} (random)" for k in attribution.TOP_KS],
-            "attribution vs exact r (median within pair)",
-            "error node effect",
-            "top features (mean norm. attr.)",
-        ]
-        row = [
-            level["condition"],
-            level["pairs"],
-            *[
-                f"{top:.2f} ({random:.2f})"
-                for top, random in zip(level["recovered"], level["random_recovered"], strict=True)
-            ],
-            check["r"] if check else "n/a",
-            level["error_effect"] if level["error_effect"] is not None else "n/a",
-            ", ".join(f"{f} ({v:+.2f})" for f, v in level["top_features"]),
-        ]
-        out.append((where, columns, [row]))
+    out += [_feature_table(level) for level in summary.get("features", [])]
     return out
+
+
+def _feature_table(level: dict[str, Any]) -> tuple[str, list[str], list[list[Any]]]:
+    """One SAE's feature-level patching results as a one-row table."""
+    where = f"layer {level['layer']} features ({level['sae_id']})"
+    check = level["attribution_vs_exact"]
+    columns = [
+        "condition",
+        "pairs",
+        *[f"recovered k={k} (random)" for k in attribution.TOP_KS],
+        "attribution vs exact r (median within pair)",
+        "error node effect",
+        "top features (mean norm. attr.)",
+    ]
+    row = [
+        level["condition"],
+        level["pairs"],
+        *[
+            f"{top:.2f} ({random:.2f})"
+            for top, random in zip(level["recovered"], level["random_recovered"], strict=True)
+        ],
+        check["r"] if check else "n/a",
+        level["error_effect"] if level["error_effect"] is not None else "n/a",
+        ", ".join(f"{f} ({v:+.2f})" for f, v in level["top_features"]),
+    ]
+    return where, columns, [row]
 
 
 def _peak_row(condition: str, peak: dict[str, Any]) -> list[Any]:

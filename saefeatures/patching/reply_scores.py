@@ -60,10 +60,6 @@ class Score:
         (a head need compute no others); None: all (replies take a log-softmax)."""
         return (*self.positive, *self.negative) if self.name == "anchors" else None
 
-    def select(self, logits: torch.Tensor) -> torch.Tensor:
-        """Full-vocabulary logits cut to the `tokens` columns, as `reduce` takes them."""
-        return logits if self.tokens is None else logits[..., list(self.tokens)]
-
     def reduce(self, kept: torch.Tensor) -> torch.Tensor:
         """[prompts * R, keep, tokens] logits (all of the vocabulary, or `tokens`) ->
         [prompts] scores."""

@@ -95,7 +95,7 @@ class JobResult:
     run_id: str
     models: list[ModelResult]
     comparisons: dict[str, Any]
-    report: dict[str, Any] | None
+    report: build.Report | None
     outcomes: list[Outcome]
 
     @property
@@ -173,6 +173,7 @@ class Job:
     plan: ModelPlan
     options: RunOptions
     model_key: str = ""  # a digest of the loaded model's description
+    model: models.LoadedModel | None = None  # loaded once, for every stage
 
     @property
     def spec(self) -> models.ModelSpec:
@@ -191,24 +192,21 @@ def _run_model(job: Job) -> ModelResult:
     loaded, model = job.stage.always("load", job.spec.name, _load, job)
     if not loaded.ok:
         return ModelResult({"model": job.spec.name, "error": loaded.error})
-    with models.shared(model):  # every stage below loads it by name
-        result = ModelResult(_register(job.store, job.stage.run_id, model))
-        job = replace(job, model_key=stages.content_key("model", result.facts, []))
-        result.residuals = _sample_residuals(model, job.plan.layers)
-        vectors, result.geometry = _representations(job, model)
-        main = list(vectors)[-1]
-        result.training = _train_stage(job)
-        aligned = _align_with_registered_saes(job, main, vectors[main])
-        result.alignment = [row for outcome in aligned if outcome.ok for row in outcome.summary]
-        sae_layers = sorted({row[0] for row in result.alignment})
-        emotions = read.vector_emotions(job.store, job.spec.name, main)
-        steered = _steer_stage(job, sae_layers, main, emotions, [vectors[main], *aligned])
-        result.steering = steered.summary if steered.ok else {"skipped": steered.error}
-        result.patching = _patch_stage(job, aligned)
-        layer = steered.summary["layer"] if steered.ok else _steer_layer(job, sae_layers)
-        result.validation = _validate(
-            job, layer, sae_layers, main, emotions, [vectors[main], *aligned]
-        )
+    result = ModelResult(_register(job.store, job.stage.run_id, model))
+    job = replace(job, model=model, model_key=stages.content_key("model", result.facts, []))
+    result.residuals = _sample_residuals(model, job.plan.layers)
+    vectors, result.geometry = _representations(job, model)
+    main = list(vectors)[-1]
+    result.training = _train_stage(job)
+    aligned = _align_with_registered_saes(job, main, vectors[main])
+    result.alignment = [row for outcome in aligned if outcome.ok for row in outcome.summary]
+    sae_layers = sorted({row[0] for row in result.alignment})
+    emotions = read.vector_emotions(job.store, job.spec.name, main)
+    steered = _steer_stage(job, sae_layers, main, emotions, [vectors[main], *aligned])
+    result.steering = steered.summary if steered.ok else {"skipped": steered.error}
+    result.patching = _patch_stage(job, aligned)
+    layer = steered.summary["layer"] if steered.ok else _steer_layer(job, sae_layers)
+    result.validation = _validate(job, layer, sae_layers, main, emotions, [vectors[main], *aligned])
     return result
 
 
@@ -284,13 +282,21 @@ def _vectors(job: Job, corpus: str, needs: list[Outcome]) -> Outcome:
     read_corpora = (corpus, catalog.neutral_of(corpus))
     inputs = [job.model_key, *(read.corpus_digest(job.store, c) for c in read_corpora)]
     return job.stage(
-        "vectors", corpus, asdict(made), inputs, extraction.extract, job.store, made, needs=needs
+        "vectors",
+        corpus,
+        asdict(made),
+        inputs,
+        extraction.extract,
+        job.store,
+        made,
+        job.model,
+        needs=needs,
     )
 
 
 def _geometry(job: Job, analysed: options.GeometryOptions) -> dict[str, Any]:
-    found = geometry.analyze(job.store, job.workspace.out, analysed)
-    return {**found["best"], "figures": found["figures"]}
+    found = geometry.analyze(job.store, job.workspace.out, analysed, job.model)
+    return {**found.best_row(), "figures": found.figures}
 
 
 # -- SAEs and alignment --------------------------------------------------------------
@@ -310,8 +316,8 @@ def _train_stage(job: Job) -> dict[str, Any]:
 
 
 def _train(job: Job, training: TrainOptions) -> dict[str, Any]:
-    done = sae.train(job.store, job.workspace.out, training)
-    return {"saes": done["saes"], "train_seconds": done.get("train_seconds")}
+    done = sae.train(job.store, job.workspace.out, training, model=job.model)
+    return {"saes": done.saes, "train_seconds": done.train_seconds}
 
 
 def _align_with_registered_saes(job: Job, corpus: str, vectors: Outcome) -> list[Outcome]:
@@ -338,7 +344,7 @@ def _align_with_registered_saes(job: Job, corpus: str, vectors: Outcome) -> list
 
 
 def _align(job: Job, made: options.AlignOptions) -> list[list[Any]]:
-    result = align.align(job.store, made)
+    result = align.align(job.store, made, job.model)
     figure = feature_map.draw(
         job.store,
         job.workspace.out,
@@ -348,13 +354,13 @@ def _align(job: Job, made: options.AlignOptions) -> list[list[Any]]:
         [
             made.layer,
             made.corpus,
-            row["sae_id"],
-            f"{row['fraction_above_shuffled_null']:.0%}",
-            f"{row['fraction_omp_above_shuffled']:.0%}",
-            f"{row['fraction_heldout_auroc_p05']:.0%}",
-            figure["files"][0],
+            row.sae_id,
+            f"{row.fraction_above_shuffled_null:.0%}",
+            f"{row.fraction_omp_above_shuffled:.0%}",
+            f"{row.fraction_heldout_auroc_p05:.0%}",
+            figure.files[0],
         ]
-        for row in result["saes"]
+        for row in result.saes
     ]
 
 
@@ -410,8 +416,8 @@ def _steer(job: Job, made: options.SteerOptions, emotions: list[str]) -> dict[st
     }
     if not chosen:
         return {**summary, "skipped": "no steering emotion has a vector"}
-    result = steering.steer(job.store, job.workspace.out, replace(made, emotions=chosen))
-    return {**summary, "summary": steering.summarize(result["summary"])}
+    result = steering.steer(job.store, job.workspace.out, replace(made, emotions=chosen), job.model)
+    return {**summary, "summary": steering.summarize(result.summary)}
 
 
 def _patch_stage(job: Job, aligned: list[Outcome]) -> dict[str, Any]:
@@ -436,20 +442,18 @@ def _patch_stage(job: Job, aligned: list[Outcome]) -> dict[str, Any]:
 def _patch(job: Job, made: options.PatchOptions) -> dict[str, Any]:
     """Patch the first situations, or say why not (a tokenizer whose anchor words share a
     first token, as byte-level test tokenizers do, has no anchor score)."""
-    model = models.load(job.spec.name, dtype=job.options.dtype, device=job.options.device)
+    assert job.model is not None
     try:
-        reply_scores.anchor_score(model)
+        reply_scores.anchor_score(job.model)
     except SaefeaturesError as error:
         return {"skipped": str(error)}
-    return patch.patch(job.store, job.workspace.out, made)
+    return patch.patch(job.store, job.workspace.out, made, job.model)
 
 
 # -- validation experiments ----------------------------------------------------------
 
 # Each validation experiment: its options, its entry point and the shipped files it reads.
-VALIDATIONS: dict[
-    str, tuple[Callable[..., Any], Callable[..., dict[str, Any]], tuple[str, ...]]
-] = {
+VALIDATIONS: dict[str, tuple[Callable[..., Any], Callable[..., Any], tuple[str, ...]]] = {
     "retrieval": (options.RetrievalOptions, retrieval.retrieve, ()),
     "quantity": (options.QuantityOptions, quantity.run_test, ("quantity.jsonl",)),
     "behaviour": (options.BehaviourOptions, behaviour.behaviour, ("pressure_scenarios.jsonl",)),
@@ -483,7 +487,7 @@ def _validate(
             inputs,
             _validation,
             experiment,
-            job.store,
+            job,
             made,
             emotions,
             needs=needs[:1],
@@ -493,7 +497,7 @@ def _validate(
 
 
 def _validation(
-    experiment: Callable[..., dict[str, Any]], store: Store, made: Any, emotions: list[str]
+    experiment: Callable[..., Any], job: Job, made: Any, emotions: list[str]
 ) -> dict[str, Any]:
     """Run one experiment with the chosen emotions that have vectors, or say why it cannot
     run here (e.g. too few emotions)."""
@@ -506,10 +510,10 @@ def _validation(
             }
         made = replace(made, emotions=chosen)
     try:
-        result = experiment(store, made)
+        result = experiment(job.store, made, job.model)
     except SaefeaturesError as error:
         return {"skipped": str(error)}
-    return {"run_id": result.get("run_id"), "left_out": missing}
+    return {"run_id": result.run_id, "left_out": missing}
 
 
 # -- across models ---------------------------------------------------------------------
@@ -523,7 +527,7 @@ def _results_digest(store: Store) -> str:
     )["digest"][0].as_py()
 
 
-def _compare(store: Store, workspace: Workspace) -> dict[str, Any]:
+def _compare(store: Store, workspace: Workspace) -> compare.Compared | dict[str, str]:
     """Every comparison the store allows so far, or why there is none yet."""
     try:
         return compare.compare(store, workspace.out, options.CompareOptions())
@@ -531,6 +535,6 @@ def _compare(store: Store, workspace: Workspace) -> dict[str, Any]:
         return {"skipped": str(error)}
 
 
-def _report(workspace: Workspace) -> dict[str, Any]:
+def _report(workspace: Workspace) -> build.Report:
     with workspace.open_store(read_only=True) as store:
         return build.write(store, workspace.out / REPORT_NAME)

@@ -9,6 +9,7 @@ of every number. A section without results says which command makes them.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,16 @@ from saefeatures.report.page import Section, document, fetch
 from saefeatures.store.database import Store
 
 
-def write(store: Store, path: Path) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Report:
+    """A written report: its file, its sections' titles and how many figures it holds."""
+
+    path: str
+    sections: list[str]
+    figures: int
+
+
+def write(store: Store, path: Path) -> Report:
     """Build the report and write it atomically (a partial file never replaces a report)."""
     if path.exists() and path.is_dir():
         raise SaefeaturesError(f"{path} is a folder; give a file name such as report.html")
@@ -32,7 +42,7 @@ def write(store: Store, path: Path) -> dict[str, Any]:
     partial.write_text(document("saefeatures report", _intro(store), sections), encoding="utf-8")
     partial.replace(path)
     figures = sum(block.startswith('<div class="figure">') for s in sections for block in s.blocks)
-    return {"path": str(path), "sections": [s.title for s in sections], "figures": figures}
+    return Report(str(path), [s.title for s in sections], figures)
 
 
 def _intro(store: Store) -> str:

@@ -111,6 +111,14 @@ def patching(store: Store) -> Section:
         return section
     columns = ["model", "score_name", "condition", "pairs", "right_sign_gap", "mean_gap", "run_id"]
     section.table(columns, scores)
+    section.figure(_residual_figure(store))
+    _head_maps(store, section)
+    _faithfulness(store, section)
+    return section
+
+
+def _residual_figure(store: Store) -> go.Figure:
+    """Mean normalized effect of patching the residual at the score position, by layer."""
     effects = fetch(
         store,
         "WITH resid AS (SELECT *, max(position) OVER (PARTITION BY model, "
@@ -134,8 +142,11 @@ def patching(store: Store) -> Section:
         xaxis_title="layer",
         yaxis_title="(patched - corrupted) / (clean - corrupted)",
     )
-    section.figure(figure)
-    _head_maps(store, section)
+    return figure
+
+
+def _faithfulness(store: Store, section: Section) -> None:
+    """Patching only the top-k features by attribution, against the whole layer."""
     faithful = fetch(
         store,
         "SELECT model, sae_id, layer, condition, k, count(*) AS pairs, "
@@ -160,7 +171,6 @@ def patching(store: Store) -> Section:
             "run_id",
         ]
         section.table(columns, faithful)
-    return section
 
 
 def _head_maps(store: Store, section: Section) -> None:

@@ -45,6 +45,27 @@ def retrieval(store: Store) -> Section:
         "Tied scores count in every order alike. Chance: the mean average precision of "
         "random rankings."
     )
+    section.figure(_map_figure(rows))
+    columns = [
+        "model",
+        "corpus",
+        "split",
+        "level",
+        "layer",
+        "sae_id",
+        "p_at_10",
+        "map",
+        "chance_map",
+        "share_p_below_05",
+        "run_id",
+    ]
+    section.table(columns, _best_and_sae_layers(rows))
+    _top_passages(store, section)
+    return section
+
+
+def _map_figure(rows: list[dict]) -> go.Figure:
+    """Each setting's MAP by layer, with the chance MAP dotted beside it."""
     figure = go.Figure()
     for (model, corpus, split, level), group in grouped(
         rows, "model", "corpus", "split", "level"
@@ -66,23 +87,7 @@ def retrieval(store: Store) -> Section:
         xaxis_title="layer",
         yaxis_title="MAP",
     )
-    section.figure(figure)
-    columns = [
-        "model",
-        "corpus",
-        "split",
-        "level",
-        "layer",
-        "sae_id",
-        "p_at_10",
-        "map",
-        "chance_map",
-        "share_p_below_05",
-        "run_id",
-    ]
-    section.table(columns, _best_and_sae_layers(rows))
-    _top_passages(store, section)
-    return section
+    return figure
 
 
 def _best_and_sae_layers(rows: list[dict]) -> list[dict]:

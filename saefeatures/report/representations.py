@@ -25,6 +25,13 @@ def geometry(store: Store) -> Section:
     if not rows:
         section.empty("No geometry yet: `saefeatures vectors` then `saefeatures geometry`.")
         return section
+    section.figure(_depth_figure(rows))
+    _best_layers(store, section)
+    return section
+
+
+def _depth_figure(rows: list[dict]) -> go.Figure:
+    """PC1-valence r against relative depth, one line with CIs per model and corpus."""
     figure = go.Figure()
     for (model, corpus), group in grouped(rows, "model", "corpus").items():
         figure.add_trace(
@@ -46,7 +53,11 @@ def geometry(store: Store) -> Section:
         xaxis_title="relative depth",
         yaxis_title="r",
     )
-    section.figure(figure)
+    return figure
+
+
+def _best_layers(store: Store, section: Section) -> None:
+    """The best layer per model, corpus and emotion set, with how it was tested."""
     columns = [
         "model",
         "corpus",
@@ -78,7 +89,6 @@ def geometry(store: Store) -> Section:
         "what a pure positive/negative split reaches on the same emotions."
     )
     section.table(columns, best)
-    return section
 
 
 def pca_and_cosines(store: Store) -> Section:

@@ -135,20 +135,54 @@ def _cache_folder(out: Path, plan: Plan) -> Path:
     return folder
 
 
-class _ModelHolder:
-    """Loads the language model on first use only (a full activation cache never needs it)."""
+@dataclass(frozen=True)
+class Trained:
+    """One `train` run: the SAE config, the text, how much was trained how fast (None when
+    every SAE was trained before), and each SAE's status and headline metrics."""
 
-    def __init__(self, name: str, dtype: str, device: str) -> None:
-        self.name, self.dtype, self.device = name, dtype, device
+    run_id: str
+    model: str
+    config: str
+    architecture: str
+    d_sae: int
+    k: int | None
+    hook: str
+    dtype: str
+    training_tokens: int
+    dataset: str
+    train_rows: int | None
+    heldout_rows: int | None
+    peak_memory_mb: int
+    saes: list[dict[str, Any]]
+    trained_tokens: int | None = None
+    resumed_from_tokens: int | None = None
+    train_seconds: float | None = None
+    tokens_per_s: int | None = None
+    lm_tokens: int | None = None
+    lm_tokens_per_s: int | None = None
+
+
+class _ModelHolder:
+    """Loads the language model on first use only (a full activation cache never needs it),
+    unless the caller holds it already."""
+
+    def __init__(self, name: str, dtype: str, device: str, held: models.LoadedModel | None):
+        self.name, self.dtype, self.device, self.held = name, dtype, device, held
         self.model: models.LoadedModel | None = None
 
     def __call__(self) -> models.LoadedModel:
         if self.model is None:
-            self.model = models.load(self.name, dtype=self.dtype, device=self.device)
+            self.model = models.load(self.name, self.dtype, self.device, loaded=self.held)
         return self.model
 
 
-def train(store: Store, out: Path, options: TrainOptions, on_step: Any = None) -> dict[str, Any]:
+def train(
+    store: Store,
+    out: Path,
+    options: TrainOptions,
+    on_step: Any = None,
+    model: models.LoadedModel | None = None,
+) -> Trained:
     """Train one SAE per layer from one forward pass per batch, evaluate, register.
 
     A rerun of the same command resumes from the last checkpoint (or starts
@@ -156,9 +190,6 @@ def train(store: Store, out: Path, options: TrainOptions, on_step: Any = None) -
     trained again.
     """
     options = replace(options, device=models.concrete_device(options.device))
-    from saefeatures.sae.provider import ActivationSource
-    from saefeatures.sae.training import Coordinator, save_final
-
     plan = plan_training(options)
     cfg = plan.cfg
     config = {
@@ -172,91 +203,118 @@ def train(store: Store, out: Path, options: TrainOptions, on_step: Any = None) -
         "sae_ids": list(plan.ids.values()),
     }
     with store.run("train", config, atomic=True) as run_id:
-        if options.restart:
-            for sae_id in plan.ids.values():
-                shutil.rmtree(sae_dir(out, sae_id), ignore_errors=True)
-        to_train = [
-            layer
-            for layer in plan.layers
-            if not (sae_dir(out, plan.ids[layer]) / "cfg.json").is_file()
-        ]
-        registered = set() if options.restart else _registered(store, list(plan.ids.values()))
-        to_register = [
-            layer for layer in plan.layers if layer in to_train or plan.ids[layer] not in registered
-        ]
+        to_train, to_register = _work_left(store, out, plan, options.restart)
         data = None
         if to_train or to_register:
-            tokenizer = models.load_tokenizer(options.model)
+            tokenizer = models.load_tokenizer(options.model, loaded=model)
             data = training_text.prepare(
                 cfg.dataset, tokenizer, cfg.context_size, cfg.holdout_fraction
             )
-        holder = _ModelHolder(options.model, cfg.dtype, options.device)
+        holder = _ModelHolder(options.model, cfg.dtype, options.device, model)
         trained: dict[str, Any] = {}
         if to_train and data is not None:
-            run_dir = _run_dir(out, plan, to_train)
-            if options.restart:
-                shutil.rmtree(run_dir, ignore_errors=True)
-            source = ActivationSource(
-                data.train,
-                to_train,
-                cfg.hook,
-                rows_per_buffer=cfg.buffer_batches * cfg.lm_batch_size,
-                lm_batch_size=cfg.lm_batch_size,
-                special=data.special,
-                exclude_special=cfg.exclude_special_tokens,
-                load_model=holder,
-                cache=_cache_folder(out, plan) if options.cache_activations else None,
-                seed=cfg.seed,
-            )
-            metadata = {
-                "model_name": plan.spec.name,
-                "model_class_name": "TransformerBridge",
-                "context_size": cfg.context_size,
-                "prepend_bos": True,
-                "dataset_path": data.source,
-                "exclude_special_tokens": cfg.exclude_special_tokens,
-                "hook_head_index": None,
-            }
-            coordinator = Coordinator(
-                cfg,
-                source,
-                {layer: plan.hooks[layer] for layer in to_train},
-                plan.d_in,
-                run_dir,
-                options.device,
-                metadata,
-            )
-            if coordinator.has_checkpoint():
-                coordinator.restore()
-            result = coordinator.train(progress=options.progress, on_step=on_step)
-            for layer, layer_run in result.layers.items():
-                extra = {"sae_id": plan.ids[layer], "config": cfg.model_dump(), "run_id": run_id}
-                save_final(layer_run, sae_dir(out, plan.ids[layer]), extra)
-            shutil.rmtree(run_dir, ignore_errors=True)
-            tokens = (result.steps - result.resumed_from) * cfg.train_batch_size
-            trained = {
-                "trained_tokens": tokens,
-                "resumed_from_tokens": result.resumed_from * cfg.train_batch_size,
-                "train_seconds": round(result.seconds, 1),
-                "tokens_per_s": round(tokens / max(result.seconds, 1e-9)),
-                "lm_tokens": result.lm_tokens,
-                "lm_tokens_per_s": round(result.lm_tokens / result.lm_seconds)
-                if result.lm_seconds
-                else None,
-            }
+            trained = _train_layers(out, options, plan, to_train, data, holder, run_id, on_step)
         else:  # the SAEs saved by a run killed before it removed its checkpoint: remove it now
             shutil.rmtree(_run_dir(out, plan, plan.layers), ignore_errors=True)
         metrics = {}
         if to_register and data is not None:
-            metrics = _evaluate_and_register(
-                store,
-                run_id,
-                out,
-                holder(),
-                plan,
-                to_register,
-                data,
-            )
+            metrics = _evaluate_and_register(store, run_id, out, holder(), plan, to_register, data)
+    return _summary(run_id, plan, to_train, data, trained, metrics)
+
+
+def _work_left(store: Store, out: Path, plan: Plan, restart: bool) -> tuple[list[int], list[int]]:
+    """The layers whose SAE is not saved yet, and those not registered yet (with `restart`,
+    every layer, its saved SAE removed first)."""
+    if restart:
+        for sae_id in plan.ids.values():
+            shutil.rmtree(sae_dir(out, sae_id), ignore_errors=True)
+    to_train = [
+        layer for layer in plan.layers if not (sae_dir(out, plan.ids[layer]) / "cfg.json").is_file()
+    ]
+    registered = set() if restart else _registered(store, list(plan.ids.values()))
+    to_register = [
+        layer for layer in plan.layers if layer in to_train or plan.ids[layer] not in registered
+    ]
+    return to_train, to_register
+
+
+def _train_layers(
+    out: Path,
+    options: TrainOptions,
+    plan: Plan,
+    to_train: list[int],
+    data: Any,
+    holder: _ModelHolder,
+    run_id: str,
+    on_step: Any,
+) -> dict[str, Any]:
+    """Train the layers' SAEs together from one activation source (resuming a checkpoint),
+    save each, and say how much was trained how fast."""
+    from saefeatures.sae.provider import ActivationSource
+    from saefeatures.sae.training import Coordinator, save_final
+
+    cfg = plan.cfg
+    run_dir = _run_dir(out, plan, to_train)
+    if options.restart:
+        shutil.rmtree(run_dir, ignore_errors=True)
+    source = ActivationSource(
+        data.train,
+        to_train,
+        cfg.hook,
+        rows_per_buffer=cfg.buffer_batches * cfg.lm_batch_size,
+        lm_batch_size=cfg.lm_batch_size,
+        special=data.special,
+        exclude_special=cfg.exclude_special_tokens,
+        load_model=holder,
+        cache=_cache_folder(out, plan) if options.cache_activations else None,
+        seed=cfg.seed,
+    )
+    hooks = {layer: plan.hooks[layer] for layer in to_train}
+    metadata = _saelens_metadata(plan, data.source)
+    coordinator = Coordinator(cfg, source, hooks, plan.d_in, run_dir, options.device, metadata)
+    if coordinator.has_checkpoint():
+        coordinator.restore()
+    result = coordinator.train(progress=options.progress, on_step=on_step)
+    for layer, layer_run in result.layers.items():
+        extra = {"sae_id": plan.ids[layer], "config": cfg.model_dump(), "run_id": run_id}
+        save_final(layer_run, sae_dir(out, plan.ids[layer]), extra)
+    shutil.rmtree(run_dir, ignore_errors=True)
+    tokens = (result.steps - result.resumed_from) * cfg.train_batch_size
+    return {
+        "trained_tokens": tokens,
+        "resumed_from_tokens": result.resumed_from * cfg.train_batch_size,
+        "train_seconds": round(result.seconds, 1),
+        "tokens_per_s": round(tokens / max(result.seconds, 1e-9)),
+        "lm_tokens": result.lm_tokens,
+        "lm_tokens_per_s": round(result.lm_tokens / result.lm_seconds)
+        if result.lm_seconds
+        else None,
+    }
+
+
+def _saelens_metadata(plan: Plan, dataset: str) -> dict[str, Any]:
+    """What SAELens records of the model and text an SAE was trained on."""
+    return {
+        "model_name": plan.spec.name,
+        "model_class_name": "TransformerBridge",
+        "context_size": plan.cfg.context_size,
+        "prepend_bos": True,
+        "dataset_path": dataset,
+        "exclude_special_tokens": plan.cfg.exclude_special_tokens,
+        "hook_head_index": None,
+    }
+
+
+def _summary(
+    run_id: str,
+    plan: Plan,
+    to_train: list[int],
+    data: Any,
+    trained: dict[str, Any],
+    metrics: dict[str, Any],
+) -> Trained:
+    """What `train` prints: the config, the training's speed, each SAE's headline metrics."""
+    cfg = plan.cfg
     saes = [
         {
             "sae_id": plan.ids[layer],
@@ -266,23 +324,23 @@ def train(store: Store, out: Path, options: TrainOptions, on_step: Any = None) -
         }
         for layer in plan.layers
     ]
-    return {
-        "run_id": run_id,
-        "model": plan.spec.name,
-        "config": plan.source,
-        "architecture": cfg.architecture,
-        "d_sae": plan.d_sae,
-        "k": int(cfg.k) if cfg.architecture == "topk" else cfg.k,
-        "hook": cfg.hook,
-        "dtype": cfg.dtype,
-        "training_tokens": cfg.total_steps * cfg.train_batch_size,
-        "dataset": training_text.describe(cfg.dataset),
-        "train_rows": len(data.train) if data is not None else None,
-        "heldout_rows": len(data.held_out) if data is not None else None,
+    return Trained(
+        run_id=run_id,
+        model=plan.spec.name,
+        config=plan.source,
+        architecture=cfg.architecture,
+        d_sae=plan.d_sae,
+        k=int(cfg.k) if cfg.architecture == "topk" else cfg.k,
+        hook=cfg.hook,
+        dtype=cfg.dtype,
+        training_tokens=cfg.total_steps * cfg.train_batch_size,
+        dataset=training_text.describe(cfg.dataset),
+        train_rows=len(data.train) if data is not None else None,
+        heldout_rows=len(data.held_out) if data is not None else None,
         **trained,
-        "peak_memory_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
-        "saes": saes,
-    }
+        peak_memory_mb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+        saes=saes,
+    )
 
 
 def _curve_rows(run_id: str, sae_id: str, folder: Path) -> dict[str, list[Any]]:
@@ -393,7 +451,17 @@ def _sae_row(store: Store, sae_id: str) -> dict[str, Any]:
     return table.to_pylist()[0]
 
 
-def evaluate(store: Store, out: Path, options: EvaluateOptions) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Evaluated:
+    """An SAE's held-out metrics, recomputed on the named text."""
+
+    run_id: str
+    sae_id: str
+    dataset: str
+    metrics: dict[str, float]
+
+
+def evaluate(store: Store, out: Path, options: EvaluateOptions) -> Evaluated:
     """Recompute an SAE's held-out metrics and replace them in `sae_metrics`."""
     options = replace(options, device=models.concrete_device(options.device))
     from saefeatures.sae.evaluation import Target, evaluate_saes
@@ -431,8 +499,7 @@ def evaluate(store: Store, out: Path, options: EvaluateOptions) -> dict[str, Any
         with store.transaction():
             _delete(store, [options.sae_id], metrics_only=True)
             store.insert("sae_metrics", _metric_rows(run_id, metrics))
-    summary = {"run_id": run_id, "sae_id": options.sae_id, "dataset": data.source}
-    return {**summary, **metrics[options.sae_id]}
+    return Evaluated(run_id, options.sae_id, data.source, metrics[options.sae_id])
 
 
 # -- list ------------------------------------------------------------------------------
@@ -481,7 +548,24 @@ def _hook_for(options: LoadOptions, own_hook: str | None, kind: str, source: str
     return own_hook
 
 
-def load(store: Store, out: Path, options: LoadOptions) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Loaded:
+    """A registered SAE: its id in the store, where it reads, what it is, where it came from
+    and where its copy is, and the command that measures it."""
+
+    run_id: str
+    sae_id: str
+    model: str
+    hook: str
+    architecture: str
+    d_in: int
+    d_sae: int
+    source: str
+    path: str
+    next: str
+
+
+def load(store: Store, out: Path, options: LoadOptions) -> Loaded:
     """Register an SAE from a folder or SAELens' registry for a model, after checking it fits."""
     options = replace(options, device=models.concrete_device(options.device))
     models.check_options(options.dtype, options.device)
@@ -508,7 +592,6 @@ def load(store: Store, out: Path, options: LoadOptions) -> dict[str, Any]:
         sae = read(path, options.device)
     architecture = sae.cfg.architecture()
     d_sae = int(sae.cfg.d_sae)
-    k = getattr(sae.cfg, "k", None)
     digest = hashlib.sha256(f"{kind}:{source}:{hook}:{spec.name}".encode()).hexdigest()[:8]
     sae_id = f"{model_tag(spec)}-L{layer}-{_short_hook(hook)}-{architecture}{d_sae}-{kind}-{digest}"
     config = {**asdict(options), "model": spec.name, "hook": hook, "sae_id": sae_id}
@@ -516,40 +599,61 @@ def load(store: Store, out: Path, options: LoadOptions) -> dict[str, Any]:
         sae.cfg.metadata.hook_name = hook
         sae.cfg.metadata.model_name = spec.name
         folder = sae_dir(out, sae_id)
-        partial = folder.with_name(f".{folder.name}.partial")
-        shutil.rmtree(partial, ignore_errors=True)
-        sae.save_model(str(partial))
-        shutil.rmtree(folder, ignore_errors=True)
-        partial.rename(folder)
-        row = {
-            "run_id": run_id,
-            "sae_id": sae_id,
-            "model": spec.name,
-            "layer": layer,
-            "hook": hook,
-            "architecture": architecture,
-            "d_in": int(sae.cfg.d_in),
-            "d_sae": d_sae,
-            "k": int(k) if k is not None else None,
-            "tokens": None,
-            "path": str(folder.resolve()),
-            "config": json.dumps({"source": source, **sae.cfg.to_dict()}, default=str),
-            "source": kind,
-            "dataset": None,
-            "created": datetime.now(UTC).replace(tzinfo=None),
-        }
+        _save_loaded(sae, folder)
+        row = _loaded_row(run_id, sae_id, spec.name, layer, hook, sae, folder, source, kind)
         with store.transaction():
             _delete(store, [sae_id])
             store.insert("saes", pa.Table.from_pylist([row]))
+    return Loaded(
+        run_id,
+        sae_id,
+        spec.name,
+        hook,
+        architecture,
+        int(sae.cfg.d_in),
+        d_sae,
+        source,
+        str(folder),
+        f"saefeatures evaluate {sae_id}",
+    )
+
+
+def _save_loaded(sae: Any, folder: Path) -> None:
+    """The SAE in SAELens' format, written beside the old folder, then swapped in."""
+    partial = folder.with_name(f".{folder.name}.partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    sae.save_model(str(partial))
+    shutil.rmtree(folder, ignore_errors=True)
+    partial.rename(folder)
+
+
+def _loaded_row(
+    run_id: str,
+    sae_id: str,
+    model: str,
+    layer: int,
+    hook: str,
+    sae: Any,
+    folder: Path,
+    source: str,
+    kind: str,
+) -> dict[str, Any]:
+    """The `saes` row of a loaded SAE: no training tokens nor dataset of ours."""
+    k = getattr(sae.cfg, "k", None)
     return {
         "run_id": run_id,
         "sae_id": sae_id,
-        "model": spec.name,
+        "model": model,
+        "layer": layer,
         "hook": hook,
-        "architecture": architecture,
+        "architecture": sae.cfg.architecture(),
         "d_in": int(sae.cfg.d_in),
-        "d_sae": d_sae,
-        "source": source,
-        "path": str(folder),
-        "next": f"saefeatures evaluate {sae_id}",
+        "d_sae": int(sae.cfg.d_sae),
+        "k": int(k) if k is not None else None,
+        "tokens": None,
+        "path": str(folder.resolve()),
+        "config": json.dumps({"source": source, **sae.cfg.to_dict()}, default=str),
+        "source": kind,
+        "dataset": None,
+        "created": datetime.now(UTC).replace(tzinfo=None),
     }

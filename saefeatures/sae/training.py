@@ -281,42 +281,16 @@ class Coordinator:
         self._prepare()
         stream = self.source.batches(self.step, cfg.train_batch_size)
         consistent = True
-        layers = sorted(self.runs)
-        label = f"training SAE L{layers[0]}" if len(layers) == 1 else f"training {len(layers)} SAEs"
-        shown = progress_bar(
-            label,
-            total * cfg.train_batch_size,
-            "tokens",
-            start=self.step * cfg.train_batch_size,
-            shown=progress,
-        )
+        shown = self._progress_bar(progress)
         try:
             with _Interrupt() as interrupt, shown as bar:
                 while self.step < total:
                     batch = next(stream)
                     consistent = False
-                    for run in self.runs.values():
-                        run.trainer.maybe_reset_sparsity()
-                    outputs = {
-                        layer: run.trainer.step(batch[layer]) for layer, run in self.runs.items()
-                    }
-                    for run in self.runs.values():
-                        run.trainer.n_training_steps += 1
-                    self.step += 1
+                    outputs = self._train_step(batch)
                     consistent = True
                     if self.step % curve_every == 0 or self.step == total or self.step == 1:
-                        for layer, run in self.runs.items():
-                            point = _step_metrics(outputs[layer])
-                            point["tokens"] = self.step * cfg.train_batch_size
-                            run.curve.append(point)
-                        latest = [self.runs[layer].curve[-1] for layer in layers[:3]]
-                        bar.note(
-                            " | ".join(
-                                f"L{layer} mse {p['mse']:.3g} l0 {p['l0']:.1f} "
-                                f"ev {p['explained_variance']:.3f}"
-                                for layer, p in zip(layers, latest, strict=False)
-                            )
-                        )
+                        self._record_curve(outputs, bar)
                     bar.advance(cfg.train_batch_size)
                     if on_step is not None:
                         on_step(self.step)
@@ -325,22 +299,9 @@ class Coordinator:
                     if self.step % checkpoint_steps == 0 and self.step < total:
                         self.save_checkpoint()
         except KeyboardInterrupt:
-            if consistent and self.step > resumed_from:
-                self.save_checkpoint()
-            if self.has_checkpoint():
-                done = json.loads((self.checkpoint_dir / STATE_FILE).read_text())["tokens"]
-                print(
-                    f"checkpoint at {done:,} tokens in {self.checkpoint_dir}: rerun the same "
-                    "command to resume, or add --restart to start clean",
-                    file=sys.stderr,
-                )
+            self._checkpoint_on_interrupt(consistent and self.step > resumed_from)
             raise
-        for run in self.runs.values():
-            scaler = run.trainer.activation_scaler
-            if scaler.scaling_factor is not None:
-                run.sae.fold_activation_norm_scaling_factor(scaler.scaling_factor)
-                scaler.scaling_factor = None
-            run.trainer.set_final_sae_metadata()
+        self._finalize()
         return TrainResult(
             self.runs,
             self.step,
@@ -349,6 +310,64 @@ class Coordinator:
             self.source.lm_tokens - lm_before[0],
             self.source.lm_seconds - lm_before[1],
         )
+
+    def _progress_bar(self, progress: bool) -> Any:
+        """The bar over all training tokens, started at the current step's."""
+        layers = sorted(self.runs)
+        label = f"training SAE L{layers[0]}" if len(layers) == 1 else f"training {len(layers)} SAEs"
+        return progress_bar(
+            label,
+            self.cfg.total_steps * self.cfg.train_batch_size,
+            "tokens",
+            start=self.step * self.cfg.train_batch_size,
+            shown=progress,
+        )
+
+    def _train_step(self, batch: dict[int, torch.Tensor]) -> dict[int, Any]:
+        """One training step of every layer's SAE on the same batch; their outputs by layer."""
+        for run in self.runs.values():
+            run.trainer.maybe_reset_sparsity()
+        outputs = {layer: run.trainer.step(batch[layer]) for layer, run in self.runs.items()}
+        for run in self.runs.values():
+            run.trainer.n_training_steps += 1
+        self.step += 1
+        return outputs
+
+    def _record_curve(self, outputs: dict[int, Any], bar: Any) -> None:
+        """A training-curve point per layer, the first three shown on the bar."""
+        layers = sorted(self.runs)
+        for layer, run in self.runs.items():
+            point = _step_metrics(outputs[layer])
+            point["tokens"] = self.step * self.cfg.train_batch_size
+            run.curve.append(point)
+        latest = [self.runs[layer].curve[-1] for layer in layers[:3]]
+        bar.note(
+            " | ".join(
+                f"L{layer} mse {p['mse']:.3g} l0 {p['l0']:.1f} ev {p['explained_variance']:.3f}"
+                for layer, p in zip(layers, latest, strict=False)
+            )
+        )
+
+    def _checkpoint_on_interrupt(self, save: bool) -> None:
+        """On Ctrl-C: checkpoint a step boundary past the resumed one, and say how to resume."""
+        if save:
+            self.save_checkpoint()
+        if self.has_checkpoint():
+            done = json.loads((self.checkpoint_dir / STATE_FILE).read_text())["tokens"]
+            print(
+                f"checkpoint at {done:,} tokens in {self.checkpoint_dir}: rerun the same "
+                "command to resume, or add --restart to start clean",
+                file=sys.stderr,
+            )
+
+    def _finalize(self) -> None:
+        """Fold each activation scaling into its SAE and set SAELens' final metadata."""
+        for run in self.runs.values():
+            scaler = run.trainer.activation_scaler
+            if scaler.scaling_factor is not None:
+                run.sae.fold_activation_norm_scaling_factor(scaler.scaling_factor)
+                scaler.scaling_factor = None
+            run.trainer.set_final_sae_metadata()
 
 
 def save_final(run: LayerRun, folder: Path, extra: dict[str, Any]) -> Path:

@@ -293,10 +293,16 @@ class Store:
         ]
 
     def query(self, sql: str, params: list[Any] | None = None) -> pa.Table:
-        """Run one statement and return its result as Arrow; SQL errors become user errors."""
+        """Run one of the package's statements and return its result as Arrow. An error
+        here is a bug, so DuckDB's exception propagates with its traceback."""
+        relation = self.con.sql(sql, params=params)
+        return relation.to_arrow_table() if relation is not None else pa.table({})
+
+    def user_query(self, sql: str) -> pa.Table:
+        """Run the user's statement (`saefeatures sql`): its errors are theirs to fix, so
+        each becomes one line."""
         try:
-            relation = self.con.sql(sql, params=params)
-            return relation.to_arrow_table() if relation is not None else pa.table({})
+            return self.query(sql)
         except duckdb.Error as error:
             if "read-only" in str(error).lower():
                 raise SaefeaturesError(

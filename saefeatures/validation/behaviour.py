@@ -24,6 +24,7 @@ from saefeatures import interventions, models, progress, stats
 from saefeatures.config import project_data
 from saefeatures.corpora import jsonl
 from saefeatures.errors import SaefeaturesError
+from saefeatures.models import LoadedModel
 from saefeatures.options import BehaviourOptions
 from saefeatures.store.database import Store
 from saefeatures.validation import choices
@@ -131,7 +132,22 @@ def conditions(steerers: list[Any], scales: list[float]) -> list[Condition]:
     ]
 
 
-def behaviour(store: Store, options: BehaviourOptions) -> dict[str, Any]:
+@dataclass(frozen=True)
+class BehaviourResult:
+    """One behaviour run: where it steered, the unit of scale, how many scenarios, and
+    P(unethical) and its shift per condition (the `behaviour_summary` rows)."""
+
+    run_id: str
+    model: str
+    layer: int
+    norm: float
+    scenarios: int
+    summary: list[dict[str, Any]]
+
+
+def behaviour(
+    store: Store, options: BehaviourOptions, model: LoadedModel | None = None
+) -> BehaviourResult:
     """P(unethical) for every scenario, unsteered and under each lever and scale; stored."""
     scenarios = read_scenarios(options.scenarios)
     setup = choices.check_setup(store, options)
@@ -143,7 +159,9 @@ def behaviour(store: Store, options: BehaviourOptions) -> dict[str, Any]:
         "sae": setup.sae_row and setup.sae_row["sae_id"],
     }
     with store.run("validate behaviour", config, atomic=True) as run_id:
-        model = models.load(setup.spec.name, dtype=options.dtype, device=options.device)
+        model = models.load(
+            setup.spec.name, dtype=options.dtype, device=options.device, loaded=model
+        )
         norm = choices.neutral_norm(store, model, setup.layer)
         steerers = choices.levers(store, setup, options, norm)
         shown = presentations(scenarios)
@@ -173,14 +191,7 @@ def behaviour(store: Store, options: BehaviourOptions) -> dict[str, Any]:
                 ("comparisons", {**where, "kind": KIND}, pa.Table.from_pylist(compared)),
             ]
         )
-    return {
-        "run_id": run_id,
-        "model": setup.spec.name,
-        "layer": setup.layer,
-        "norm": norm,
-        "scenarios": len(scenarios),
-        "summary": summary,
-    }
+    return BehaviourResult(run_id, setup.spec.name, setup.layer, norm, len(scenarios), summary)
 
 
 def _probabilities(model, rows, shown, layer, condition: Condition, options) -> np.ndarray:

@@ -30,6 +30,7 @@ from saefeatures import interventions, models, progress, stats
 from saefeatures.config import project_data
 from saefeatures.corpora import jsonl
 from saefeatures.errors import SaefeaturesError
+from saefeatures.models import LoadedModel
 from saefeatures.options import PreferenceOptions
 from saefeatures.store.database import Store
 from saefeatures.store.read import VectorSet, read_vectors
@@ -293,7 +294,26 @@ def target_shifts(
 # -- the stage -------------------------------------------------------------------------
 
 
-def preferences(store: Store, options: PreferenceOptions) -> dict[str, Any]:
+@dataclass(frozen=True)
+class PreferenceResult:
+    """One preferences run: Elo per activity (with the first-position bias), the emotion
+    projections that track Elo best per layer, the steered shifts and their effects."""
+
+    run_id: str
+    model: str
+    layer: int
+    norm: float
+    pairs: int
+    bias: float
+    scores: list[dict[str, Any]]
+    strongest: list[dict[str, Any]]
+    shifts: list[dict[str, Any]]
+    effects: list[dict[str, Any]]
+
+
+def preferences(
+    store: Store, options: PreferenceOptions, model: LoadedModel | None = None
+) -> PreferenceResult:
     """Scores, Elo with intervals, per-layer correlations, and steered shifts; stored."""
     activities = read_activities(options.activities)
     pairs = sample_pairs(len(activities), options.pairs, options.seed)
@@ -301,17 +321,11 @@ def preferences(store: Store, options: PreferenceOptions) -> dict[str, Any]:
     setup = choices.check_setup(store, options)
     vector_set = read_vectors(store, setup.spec.name, options.corpus, options.method)
     targets = _targets(len(activities), options)
-    config = {
-        **asdict(options),
-        "model": setup.spec.name,
-        "layer": setup.layer,
-        "activities": str(options.activities or "shipped"),
-        "pairs": len(pairs),
-        "targets": [activities[t].name for t in targets],
-        "sae": setup.sae_row and setup.sae_row["sae_id"],
-    }
+    config = _run_config(options, setup, activities, pairs, targets)
     with store.run("validate preferences", config, atomic=True) as run_id:
-        model = models.load(setup.spec.name, dtype=options.dtype, device=options.device)
+        model = models.load(
+            setup.spec.name, dtype=options.dtype, device=options.device, loaded=model
+        )
         rows = [pair_prompt(model, activities[i].name, activities[j].name) for i, j in pairs]
         means = ActivityMeans(rows, pairs, len(activities), vector_set.layers)
         logits = choices.letter_logits(
@@ -331,30 +345,19 @@ def preferences(store: Store, options: PreferenceOptions) -> dict[str, Any]:
         steered_comparisons, shifts = _steer(model, asked, targets, setup, steerers, options)
         compared += steered_comparisons
         effects = effect_rows(shifts, correlations, setup.layer)
-        common = {"run_id": run_id, "model": setup.spec.name}
-        layered = {**common, "layer": setup.layer}
-        where = {"model": setup.spec.name}
-        store.replace_all(
-            [
-                ("preference_comparisons", where, _table(layered, compared)),
-                ("preference_scores", where, _table(common, scores)),
-                ("preference_correlations", where, _table(common, correlations)),
-                ("preference_steering", where, _table(layered, shifts)),
-                ("comparisons", {**where, "kind": KIND}, _table(layered, effects)),
-            ]
-        )
-    return {
-        "run_id": run_id,
-        "model": setup.spec.name,
-        "layer": setup.layer,
-        "norm": norm,
-        "pairs": len(pairs),
-        "bias": bias,
-        "scores": scores,
-        "strongest": strongest(correlations),
-        "shifts": shifts,
-        "effects": effects,
-    }
+        _store_results(store, run_id, setup, compared, scores, correlations, shifts, effects)
+    return PreferenceResult(
+        run_id,
+        setup.spec.name,
+        setup.layer,
+        norm,
+        len(pairs),
+        bias,
+        scores,
+        strongest(correlations),
+        shifts,
+        effects,
+    )
 
 
 @dataclass(frozen=True)
@@ -404,6 +407,50 @@ def _targets(n_items: int, options: PreferenceOptions) -> list[int]:
     count = min(options.steer_activities, n_items)
     rng = np.random.default_rng(options.seed + 1)
     return sorted(rng.choice(n_items, count, replace=False).tolist())
+
+
+def _run_config(
+    options: PreferenceOptions,
+    setup: choices.Setup,
+    activities: list[Activity],
+    pairs: np.ndarray,
+    targets: list[int],
+) -> dict[str, Any]:
+    """The run's recorded configuration: the options and what they resolved to."""
+    return {
+        **asdict(options),
+        "model": setup.spec.name,
+        "layer": setup.layer,
+        "activities": str(options.activities or "shipped"),
+        "pairs": len(pairs),
+        "targets": [activities[t].name for t in targets],
+        "sae": setup.sae_row and setup.sae_row["sae_id"],
+    }
+
+
+def _store_results(
+    store: Store,
+    run_id: str,
+    setup: choices.Setup,
+    compared: list[dict],
+    scores: list[dict],
+    correlations: list[dict],
+    shifts: list[dict],
+    effects: list[dict],
+) -> None:
+    """Replace the model's preference tables and its rows in `comparisons` with this run's."""
+    common = {"run_id": run_id, "model": setup.spec.name}
+    layered = {**common, "layer": setup.layer}
+    where = {"model": setup.spec.name}
+    store.replace_all(
+        [
+            ("preference_comparisons", where, _table(layered, compared)),
+            ("preference_scores", where, _table(common, scores)),
+            ("preference_correlations", where, _table(common, correlations)),
+            ("preference_steering", where, _table(layered, shifts)),
+            ("comparisons", {**where, "kind": KIND}, _table(layered, effects)),
+        ]
+    )
 
 
 def _table(common: dict, rows: list[dict]) -> pa.Table:

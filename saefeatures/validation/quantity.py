@@ -34,6 +34,7 @@ from saefeatures import models, stats
 from saefeatures.config import project_data
 from saefeatures.corpora import jsonl
 from saefeatures.errors import SaefeaturesError
+from saefeatures.models import LoadedModel
 from saefeatures.options import QuantityOptions
 from saefeatures.store.database import Store
 from saefeatures.validation import readouts
@@ -234,12 +235,27 @@ def _finite(value: float) -> float | None:
     return None if math.isnan(value) else float(value)
 
 
-def run_test(store: Store, options: QuantityOptions) -> dict[str, Any]:
+@dataclass(frozen=True)
+class QuantityResult:
+    """One quantity run: how many prompts were read, and the trend over families per
+    emotion, level and layer (the `quantity_summary` rows)."""
+
+    run_id: str
+    model: str
+    prompts: int
+    summary: pa.Table
+
+
+def run_test(
+    store: Store, options: QuantityOptions, model: LoadedModel | None = None
+) -> QuantityResult:
     """Read every prompt's final token at the chosen levels; trends per family and overall."""
     plan, families = check_inputs(store, options)
     config = {**readouts.run_config(plan, options), "families": [f.name for f in families]}
     with store.run("validate quantity", config, atomic=True) as run_id:
-        model = models.load(plan.spec.name, dtype=options.dtype, device=options.device)
+        model = models.load(
+            plan.spec.name, dtype=options.dtype, device=options.device, loaded=model
+        )
         sets = readouts.feature_sets(plan, options)
         prompts = [model.format_prompt(p) for f in families for p in f.prompts()]
         readout = readouts.read_out(
@@ -274,12 +290,7 @@ def run_test(store: Store, options: QuantityOptions) -> dict[str, Any]:
             )
         )
         store.replace_all(changes)
-    return {
-        "run_id": run_id,
-        "model": plan.spec.name,
-        "prompts": len(prompts),
-        "summary": tables["quantity_summary"],
-    }
+    return QuantityResult(run_id, plan.spec.name, len(prompts), tables["quantity_summary"])
 
 
 def _levels(

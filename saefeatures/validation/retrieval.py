@@ -31,6 +31,7 @@ from saefeatures import models
 from saefeatures.alignment import measures
 from saefeatures.corpora import catalog
 from saefeatures.errors import SaefeaturesError
+from saefeatures.models import LoadedModel
 from saefeatures.options import RetrievalOptions
 from saefeatures.sae import loading
 from saefeatures.store.database import Store
@@ -202,7 +203,9 @@ def _recipe(store: Store, model: str, options: RetrievalOptions) -> tuple[int, d
     return int(rows[0]["offset"] or 0), removed
 
 
-def check_inputs(store: Store, options: RetrievalOptions) -> Inputs:
+def check_inputs(
+    store: Store, options: RetrievalOptions, model: LoadedModel | None = None
+) -> Inputs:
     """The plan, the split of every vector emotion's passages, and every text reaching past
     the vectors' token offset (checked with the tokenizer), before anything runs."""
     plan = readouts.plan(store, options, aligned=False)
@@ -215,7 +218,8 @@ def check_inputs(store: Store, options: RetrievalOptions) -> Inputs:
     offset, removed = _recipe(store, plan.spec.name, options)
     neutral = _numbered(store, catalog.neutral_of(options.corpus))
     inputs = Inputs(plan, emotions, split_by, split, neutral, offset, removed)
-    extraction.check_offset(plan.spec.name, offset, {"the passages": inputs.texts()}, every=True)
+    tokenizer = models.load_tokenizer(plan.spec.name, loaded=model)
+    extraction.check_offset(tokenizer, offset, {"the passages": inputs.texts()}, every=True)
     return inputs
 
 
@@ -363,17 +367,32 @@ def _top_rows(
     return rows
 
 
-def retrieve(store: Store, options: RetrievalOptions) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Retrieved:
+    """One retrieval run: per emotion, level and layer, its precision, average precision
+    and null; and how many passages were ranked."""
+
+    run_id: str
+    model: str
+    results: list[dict[str, Any]]
+    candidates: int
+
+
+def retrieve(
+    store: Store, options: RetrievalOptions, model: LoadedModel | None = None
+) -> Retrieved:
     """Rank held-out and neutral passages for every emotion, at the chosen levels, into the
     store."""
-    inputs = check_inputs(store, options)
+    inputs = check_inputs(store, options, model)
     options = replace(options, split=inputs.split_by)  # what `auto` chose, as stored
     plan = inputs.plan
     config = readouts.run_config(plan, options)
     with store.run("validate retrieval", config, atomic=True) as run_id:
         for name in (options.corpus, catalog.neutral_of(options.corpus)):
             catalog.ensure_builtin(store, run_id, name)
-        model = models.load(plan.spec.name, dtype=options.dtype, device=options.device)
+        model = models.load(
+            plan.spec.name, dtype=options.dtype, device=options.device, loaded=model
+        )
         saes = [
             (row["layer"], loading.read_saelens(Path(row["path"]), options.device))
             for row in plan.sae_rows
@@ -382,9 +401,9 @@ def retrieve(store: Store, options: RetrievalOptions) -> dict[str, Any]:
         readout = readouts.read_out(
             model, inputs.texts(), plan.layers, saes, weights, options.batch_size
         )
-        tables, summary = _score_all(run_id, inputs, options, readout, saes)
+        tables, results, candidates = _score_all(run_id, inputs, options, readout, saes)
         store.replace_all(tables)
-    return {"run_id": run_id, "model": plan.spec.name, **summary}
+    return Retrieved(run_id, plan.spec.name, results, candidates)
 
 
 def _training_features(
@@ -406,8 +425,9 @@ def _training_features(
     return sets
 
 
-def _score_all(run_id, inputs, options, readout, saes) -> tuple[list, dict[str, Any]]:
-    """Every level's rows, the top passages and the comparisons, as store replacements."""
+def _score_all(run_id, inputs, options, readout, saes) -> tuple[list, list[dict[str, Any]], int]:
+    """Every level's rows, the top passages and the comparisons, as store replacements;
+    the rows; how many passages were ranked."""
     plan = inputs.plan
     split = _split_vectors(readout, inputs, options.method)
     sets = _training_features(plan, saes, split, options.top_k)
@@ -443,7 +463,7 @@ def _score_all(run_id, inputs, options, readout, saes) -> tuple[list, dict[str, 
         ("retrieval_top_passages", where, pa.Table.from_pylist(tops)),
         *_comparisons(run_id, results, plan, options),
     ]
-    return tables, {"results": results, "candidates": len(candidates)}
+    return tables, results, len(candidates)
 
 
 def _means(results: list[dict], level: str, layer: int) -> dict[str, float]:

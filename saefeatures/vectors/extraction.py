@@ -12,6 +12,7 @@ shares (position, format, topic) rather than emotion.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -157,12 +158,11 @@ def vector_rows(
 
 
 def check_offset(
-    model: str, offset: int, groups: dict[str, list[str]], every: bool = False
+    tokenizer: Any, offset: int, groups: dict[str, list[str]], every: bool = False
 ) -> None:
     """Each group keeps a passage with a token past the offset (with `every`, each of its
     passages has one): the check that `pool_passages` makes, done with the tokenizer
     alone before a run starts."""
-    tokenizer = models.load_tokenizer(model)
     lengths = {
         name: [min(len(ids), MAX_TOKENS) for ids in tokenizer(texts)["input_ids"]]
         for name, texts in groups.items()
@@ -199,11 +199,10 @@ class Coverage:
 
 
 def coverage(
-    model: str, passages: list[catalog.Passage], emotions: list[str], offset: int, minimum: int
+    tokenizer: Any, passages: list[catalog.Passage], emotions: list[str], offset: int, minimum: int
 ) -> Coverage:
     """Group the passages by emotion, keeping those with a token past the offset (checked
     with the tokenizer alone), and leave out every emotion with fewer than `minimum`."""
-    tokenizer = models.load_tokenizer(model)
     chosen = [p for p in passages if p.emotion in set(emotions)]
     lengths = [
         min(len(ids), MAX_TOKENS) for ids in tokenizer([p.text for p in chosen])["input_ids"]
@@ -255,7 +254,60 @@ def left_out_rows(
     )
 
 
-def extract(store: Store, options: VectorOptions) -> dict[str, object]:
+def _usable_passages(
+    store: Store, options: VectorOptions, offset: int, model: LoadedModel | None
+) -> tuple[Coverage, list[str]]:
+    """The corpus's usable passages per emotion and the neutral passages, checked against
+    the offset with the tokenizer alone; each emotion left out is warned of."""
+    passages = catalog.read_corpus(store, options.corpus)
+    tokenizer = models.load_tokenizer(options.model, loaded=model)
+    found = coverage(tokenizer, passages, list(options.emotions), offset, options.min_passages)
+    _check_coverage(found, options.corpus, offset)
+    neutral = [p.text for p in catalog.read_corpus(store, catalog.neutral_of(options.corpus))]
+    check_offset(tokenizer, offset, {"the neutral corpus": neutral})
+    for emotion, (_, why) in found.left_out.items():
+        progress.warn(f"vectors of {options.corpus}: {emotion} left out ({why})")
+    return found, neutral
+
+
+def _vector_tables(
+    raw: np.ndarray,
+    bases: list[np.ndarray],
+    emotions: list[str],
+    layers: list[int],
+    counts: dict[str, int],
+    common: dict[str, object],
+) -> list[pa.Table]:
+    """The rows of the raw vectors, then of the denoised ones with the components removed."""
+    return [
+        vector_rows(raw, emotions, layers, counts, {**common, "method": "raw", "n_removed": 0}),
+        vector_rows(
+            denoise(raw, bases),
+            emotions,
+            layers,
+            counts,
+            {**common, "method": "denoised"},
+            n_removed=[len(basis) for basis in bases],
+        ),
+    ]
+
+
+@dataclass(frozen=True)
+class Extracted:
+    """One `vectors` run: what it covered and how much text went through the model."""
+
+    run_id: str
+    model: str
+    corpus: str
+    emotions: int
+    left_out: str  # the emotions with too few usable passages, or "none"
+    layers: int
+    passages: int
+    tokens: int
+    neutral_components_removed: list[int]  # per layer
+
+
+def extract(store: Store, options: VectorOptions, model: LoadedModel | None = None) -> Extracted:
     """The vectors stage: raw and denoised contrast vectors for every layer, into the store.
 
     An emotion with fewer usable passages than `min_passages` is left out, with a warning
@@ -266,13 +318,7 @@ def extract(store: Store, options: VectorOptions) -> dict[str, object]:
     spec = models.resolve(options.model)
     layers = activations.select_layers(options.layers, models.shape_of(spec)["n_layers"], spec.name)
     offset = catalog.pooling_offset(store, options.corpus, options.offset)
-    passages = catalog.read_corpus(store, options.corpus)
-    found = coverage(options.model, passages, list(options.emotions), offset, options.min_passages)
-    _check_coverage(found, options.corpus, offset)
-    neutral = [p.text for p in catalog.read_corpus(store, catalog.neutral_of(options.corpus))]
-    check_offset(options.model, offset, {"the neutral corpus": neutral})
-    for emotion, (_, why) in found.left_out.items():
-        progress.warn(f"vectors of {options.corpus}: {emotion} left out ({why})")
+    found, neutral = _usable_passages(store, options, offset, model)
     emotions = list(found.texts)
     texts = [text for emotion in emotions for text in found.texts[emotion]]
     labels = [emotion for emotion in emotions for _ in found.texts[emotion]]
@@ -281,7 +327,7 @@ def extract(store: Store, options: VectorOptions) -> dict[str, object]:
     with store.run("vectors", config, atomic=True) as run_id:
         for name in (options.corpus, catalog.neutral_of(options.corpus)):
             catalog.ensure_builtin(store, run_id, name)
-        model = models.load(options.model, dtype=options.dtype, device=options.device)
+        model = models.load(options.model, dtype=options.dtype, device=options.device, loaded=model)
         pooled = pool_passages(model, texts, layers, offset, options.batch_size)
         counts = {emotion: len(found.texts[emotion]) for emotion in emotions}
         raw = contrast_vectors(pooled.means, labels, emotions)
@@ -294,31 +340,21 @@ def extract(store: Store, options: VectorOptions) -> dict[str, object]:
             "hook": "resid_post",
             "token_offset": offset,
         }
-        tables = [
-            vector_rows(raw, emotions, layers, counts, {**common, "method": "raw", "n_removed": 0}),
-            vector_rows(
-                denoise(raw, bases),
-                emotions,
-                layers,
-                counts,
-                {**common, "method": "denoised"},
-                n_removed=[len(basis) for basis in bases],
-            ),
-        ]
+        tables = _vector_tables(raw, bases, emotions, layers, counts, common)
         where = {"model": spec.name, "corpus": options.corpus}
         omitted = left_out_rows(run_id, "vectors", spec.name, options.corpus, found.left_out)
         with store.transaction():
             store.replace("emotion_vectors", where, tables[0])
             store.insert("emotion_vectors", tables[1])
             store.replace("left_out", {**where, "stage": "vectors"}, omitted)
-    return {
-        "run_id": run_id,
-        "model": spec.name,
-        "corpus": options.corpus,
-        "emotions": len(emotions),
-        "left_out": ", ".join(found.left_out) or "none",
-        "layers": len(layers),
-        "passages": len(texts),
-        "tokens": pooled.n_tokens + neutral_pooled.n_tokens,
-        "neutral_components_removed": [len(basis) for basis in bases],
-    }
+    return Extracted(
+        run_id,
+        spec.name,
+        options.corpus,
+        len(emotions),
+        ", ".join(found.left_out) or "none",
+        len(layers),
+        len(texts),
+        pooled.n_tokens + neutral_pooled.n_tokens,
+        [len(basis) for basis in bases],
+    )

@@ -13,7 +13,7 @@ emotions (`default`).
 
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +22,7 @@ import pyarrow as pa
 from saefeatures import activations, models, plots, stats
 from saefeatures.corpora import catalog
 from saefeatures.errors import SaefeaturesError
+from saefeatures.models import LoadedModel
 from saefeatures.options import GeometryOptions, default_emotions
 from saefeatures.store.database import Store
 from saefeatures.store.read import VectorSet, read_vectors
@@ -76,21 +77,50 @@ def emotion_sets(emotions: list[str], rated: list[str]) -> dict[str, list[str]]:
     return sets
 
 
-def analyze(store: Store, out: Path, options: GeometryOptions) -> dict[str, object]:
-    """The geometry stage for one model and corpus, both vector methods, each emotion set."""
-    models.check_options(options.dtype, options.device)
-    spec = models.resolve(options.model)
-    sets = {m: read_vectors(store, spec.name, options.corpus, m) for m in ("raw", "denoised")}
-    ratings = catalog.load_ratings(options.ratings)
-    emotions = sets["denoised"].emotions
+def _rated(
+    emotions: list[str], ratings: catalog.Ratings, strict: bool
+) -> tuple[list[str], list[str]]:
+    """The emotions without ratings (refused with `strict`) and the rated ones, at least 4."""
     missing = ratings.missing(emotions)
-    if missing and options.strict:
+    if missing and strict:
         raise SaefeaturesError(
             f"no ratings for: {', '.join(missing)} (drop --strict to exclude them)"
         )
     rated = [e for e in emotions if e not in missing]
     if len(rated) < 4:
         raise SaefeaturesError(f"only {len(rated)} rated emotions; geometry needs at least 4")
+    return missing, rated
+
+
+@dataclass(frozen=True)
+class Analysed:
+    """One `geometry` run: the best layer (denoised vectors, every rated emotion) at its
+    relative depth, every fit per layer, the sanity pairs, the emotions without ratings,
+    and the figures."""
+
+    run_id: str
+    best: valence.BestLayer
+    rel_depth: float
+    geometry: list[dict[str, object]]
+    pairs: list[dict[str, object]]
+    excluded: list[str]
+    figures: list[str]
+
+    def best_row(self) -> dict[str, object]:
+        """The best layer's statistics with its relative depth, as printed and reported."""
+        return {**asdict(self.best), "rel_depth": self.rel_depth}
+
+
+def analyze(
+    store: Store, out: Path, options: GeometryOptions, model: LoadedModel | None = None
+) -> Analysed:
+    """The geometry stage for one model and corpus, both vector methods, each emotion set."""
+    models.check_options(options.dtype, options.device)
+    spec = models.resolve(options.model)
+    sets = {m: read_vectors(store, spec.name, options.corpus, m) for m in ("raw", "denoised")}
+    ratings = catalog.load_ratings(options.ratings)
+    emotions = sets["denoised"].emotions
+    missing, rated = _rated(emotions, ratings, options.strict)
     n_layers = models.shape_of(spec)["n_layers"]
     chosen = emotion_sets(emotions, rated)
     config = {**asdict(options), "model": spec.name, "ratings": str(options.ratings or "shipped")}
@@ -107,7 +137,7 @@ def analyze(store: Store, out: Path, options: GeometryOptions) -> dict[str, obje
             for i, layer in enumerate(vs.layers)
             for row in _sanity_rows(vs, i)
         ]
-        model = models.load(options.model, dtype=options.dtype, device=options.device)
+        model = models.load(options.model, dtype=options.dtype, device=options.device, loaded=model)
         lens = _lens_rows(model, sets, options.top_tokens)
         _write(store, run_id, spec.name, options.corpus, n_layers, fits, chosen, pairs, lens)
     best = fits[("denoised", "all")].best
@@ -121,24 +151,24 @@ def analyze(store: Store, out: Path, options: GeometryOptions) -> dict[str, obje
         ratings,
         n_layers,
     )
-    summary = {**asdict(best), "rel_depth": best.layer / max(n_layers - 1, 1)}
-    return {
-        "run_id": run_id,
-        "best": summary,
-        "geometry": [
-            {
-                "method": method,
-                "emotion_set": name,
-                **asdict(row),
-                "rel_depth": row.layer / max(n_layers - 1, 1),
-            }
-            for (method, name), fit in fits.items()
-            for row in fit.layers
-        ],
-        "pairs": pairs,
-        "excluded": missing,
-        "figures": figures,
-    }
+    rel_depth = best.layer / max(n_layers - 1, 1)
+    return Analysed(run_id, best, rel_depth, _layer_rows(fits, n_layers), pairs, missing, figures)
+
+
+def _layer_rows(
+    fits: dict[tuple[str, str], valence.ValenceFit], n_layers: int
+) -> list[dict[str, object]]:
+    """Every fit's statistics at every layer, with the layer's relative depth."""
+    return [
+        {
+            "method": method,
+            "emotion_set": name,
+            **asdict(row),
+            "rel_depth": row.layer / max(n_layers - 1, 1),
+        }
+        for (method, name), fit in fits.items()
+        for row in fit.layers
+    ]
 
 
 def _fit(

@@ -123,27 +123,27 @@ def _options(**changes) -> UmapOptions:
 
 def test_draw_writes_offline_png_and_html(store, tmp_path):
     result = draw(store, tmp_path / "out", _options())
-    png, html = map(Path, result["files"])
+    png, html = map(Path, result.files)
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert html.parent == tmp_path / "out" / "umap" and html.suffix == ".html"
     text = html.read_text(encoding="utf-8")
     assert EXTERNAL.search(text) is None
     assert "&lt;b&gt;" in text and "aligned emotion: happy" in text  # escaped tokens, hover
-    assert result["points"]["emotions"] == 4 and result["points"]["background_features"] == 50
-    assert result["coordinates"].shape == (len(result["labels"]), 2)
+    assert result.points["emotions"] == 4 and result.points["background_features"] == 50
+    assert result.coordinates.shape == (len(result.labels), 2)
 
 
 def test_seed_fixes_the_map(store, tmp_path):
-    first = draw(store, tmp_path / "a", _options(seed=1))["coordinates"]
-    again = draw(store, tmp_path / "b", _options(seed=1))["coordinates"]
-    other = draw(store, tmp_path / "c", _options(seed=2))["coordinates"]
+    first = draw(store, tmp_path / "a", _options(seed=1)).coordinates
+    again = draw(store, tmp_path / "b", _options(seed=1)).coordinates
+    other = draw(store, tmp_path / "c", _options(seed=2)).coordinates
     np.testing.assert_array_equal(first, again)
     assert not np.allclose(first, other)
 
 
 def test_planted_features_sit_near_their_emotion(store, tmp_path):
     result = draw(store, tmp_path / "out", _options())
-    xy, labels, kinds = result["coordinates"], result["labels"], np.array(result["kinds"])
+    xy, labels, kinds = result.coordinates, result.labels, np.array(result.kinds)
     star = {label: xy[i] for i, label in enumerate(labels) if kinds[i] == "emotion"}
     positive = xy[[kinds[i] != "emotion" and int(labels[i]) in PLANTED[0] for i in range(len(xy))]]
     assert len(positive) >= 10
@@ -174,4 +174,4 @@ def test_bad_options(store, tmp_path, changes, fragment):
 
 def test_a_dotted_output_name_keeps_its_dot(store, tmp_path):
     result = draw(store, tmp_path / "out", _options(output=tmp_path / "maps" / "v1.2.html"))
-    assert sorted(Path(f).name for f in result["files"]) == ["v1.2.html", "v1.2.png"]
+    assert sorted(Path(f).name for f in result.files) == ["v1.2.html", "v1.2.png"]

@@ -812,7 +812,7 @@ def test_story_generation_options(vector_workspace, tiny_chat_dir, options):
     run = lambda store, _, chosen: stories.generate(store, chosen)  # noqa: E731
     summary = _in_store(vector_workspace, _stage(options, made, run), _valid(options))
     if summary is not None:
-        assert summary["planned"] >= 1
+        assert summary.planned >= 1
 
 
 PAIR_FILES = [

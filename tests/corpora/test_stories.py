@@ -59,7 +59,7 @@ def test_generation_is_deterministic_and_resumes(tmp_path, tiny_chat_dir):
     full = tmp_path / "full.duckdb"
     with Store(full) as store:
         summary = stories.generate(store, options)
-    assert summary["planned"] == 4
+    assert summary.planned == 4
     resumed = tmp_path / "resumed.duckdb"
     with Store(resumed) as store:
         stories.generate(store, options)
@@ -105,8 +105,8 @@ def test_an_emotion_short_of_stories_is_topped_up_with_new_seeds(tmp_path, tiny_
             "json_extract(meta, '$.batch')::INT AS batch, json_extract(meta, '$.seed')::INT "
             "AS seed FROM passages ORDER BY passage_id"
         ).to_pylist()
-    assert summary["planned"] == 4 and summary["top_ups"] == 12
-    assert summary["below_minimum"] == "bored, calm"
+    assert summary.planned == 4 and summary.top_ups == 12
+    assert summary.below_minimum == "bored, calm"
     assert [sum(row["round"] == r for row in rows) for r in range(4)] == [4, 4, 4, 4]
     assert all(row["seed"] == 7 + row["batch"] for row in rows)
     assert len({row["batch"] for row in rows}) == 8  # 2 batches a round, none reused
@@ -132,5 +132,5 @@ def test_smollm_keeps_its_stories_in_either_dtype(tmp_path, dtype):
         kept = store.query(
             "SELECT emotion, count(*) AS n FROM passages WHERE text <> '' GROUP BY 1 ORDER BY 1"
         ).to_pylist()
-    assert summary["below_minimum"] == "none", summary
+    assert summary.below_minimum == "none", summary
     assert [row["n"] for row in kept] == [2, 2, 2]

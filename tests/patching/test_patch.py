@@ -39,6 +39,11 @@ def tiny_gemma(tiny_gemma_dir) -> models.LoadedModel:
     return models.load(str(tiny_gemma_dir), dtype="float32")
 
 
+def _columns(score: reply_scores.Score, logits: torch.Tensor) -> torch.Tensor:
+    """Full-vocabulary logits cut to the score's columns, as `reduce` takes them."""
+    return logits if score.tokens is None else logits[..., list(score.tokens)]
+
+
 def _ids(model, text: str) -> list[int]:
     return model.encode([reply_scores.prompt_text(model, text)], True)["input_ids"][0].tolist()
 
@@ -66,7 +71,7 @@ def test_resid_sweep_equals_transformer_lens(name, request):
         model.bridge,
         torch.tensor([corrupted_ids]),
         cache,
-        lambda lg: score.reduce(score.select(lg[:, -1:]))[0],
+        lambda lg: score.reduce(_columns(score, lg[:, -1:]))[0],
     )
     gap = clean.score - corrupted
     assert abs(gap) > 1e-3  # a pair that differs, or the normalisation means nothing
@@ -104,7 +109,8 @@ def test_head_patch_equals_a_hand_made_one_head_patch(tiny_chat):
         logits = model.bridge(torch.tensor([corrupted_ids]))
         handle.remove()
     assert (
-        abs(float(swept[layer, head]) - float(score.reduce(score.select(logits[:, -1:]))[0])) < 1e-4
+        abs(float(swept[layer, head]) - float(score.reduce(_columns(score, logits[:, -1:]))[0]))
+        < 1e-4
     )
     assert swept.shape == (model.n_layers, model.n_heads)
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from saefeatures import steering
+from saefeatures import models, steering
 from saefeatures.config import DB_ENV, OUT_ENV, project_data
 from saefeatures.store.database import Store
 from tests.conftest import run_cli, run_cli_here
@@ -99,13 +99,18 @@ def test_a_failing_stage_leaves_the_others_and_a_rerun_retries_it(
 
 
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
-def test_the_job_runs_in_either_arithmetic(tmp_path, tiny_llama_dir, dtype):
+def test_the_job_runs_in_either_arithmetic(tmp_path, tiny_llama_dir, dtype, monkeypatch):
     """bfloat16 is emulated where the CPU lacks it: the job must work on both kinds of CPU,
-    and the store records what it computed with."""
+    and the store records what it computed with. Every stage works on the one model the
+    job loaded."""
     env = _env(tmp_path)
+    loads = []
+    load_hf = models._load_hf
+    monkeypatch.setattr(models, "_load_hf", lambda *a, **k: loads.append(a) or load_hf(*a, **k))
     args = ("run", "--model", str(tiny_llama_dir), "--layers", "1", "--dtype", dtype)
     result = run_cli_here(*args, env=env)
     assert result.code == 0, result.stderr
+    assert len(loads) == 1
     with Store(tmp_path / "w.duckdb", read_only=True) as store:
         configs = store.query(
             "SELECT command, config FROM runs WHERE command IN ('vectors', 'steer')"

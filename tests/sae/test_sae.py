@@ -48,8 +48,8 @@ def trained(tmp_path_factory, tiny_llama_dir):
 
 def test_trains_end_to_end_and_the_loss_falls(trained):
     root, summary = trained
-    (sae,) = summary["saes"]
-    assert sae["status"] == "trained" and summary["trained_tokens"] == 16384
+    (sae,) = summary.saes
+    assert sae["status"] == "trained" and summary.trained_tokens == 16384
     folder = root / "out" / "saes" / sae["sae_id"]
     assert {"cfg.json", "sae_weights.safetensors"} <= {p.name for p in folder.iterdir()}
     curve = json.loads((folder / "saefeatures.json").read_text())["curve"]
@@ -71,15 +71,15 @@ def test_rerun_does_not_train_again(trained, tiny_llama_dir):
     root, _ = trained
     with Store(root / "w.duckdb") as store:
         again = api.train(store, root / "out", options(tiny_llama_dir))
-    assert again["saes"][0]["status"] == "already trained"
-    assert "trained_tokens" not in again
+    assert again.saes[0]["status"] == "already trained"
+    assert again.trained_tokens is None
 
 
 def test_saved_sae_loads_in_saelens_with_identical_outputs(trained):
     from sae_lens import SAE
 
     root, summary = trained
-    folder = root / "out" / "saes" / summary["saes"][0]["sae_id"]
+    folder = root / "out" / "saes" / summary.saes[0]["sae_id"]
     sae = SAE.load_from_disk(str(folder))
     assert sae.cfg.architecture() == "topk" and sae.cfg.d_sae == 256 and sae.cfg.k == 8
     assert sae.cfg.metadata.hook_name == "blocks.1.hook_resid_post"
@@ -180,11 +180,11 @@ def test_resume_after_interruption_continues_from_the_checkpoint(trained, tiny_l
         assert api.list_saes(store).num_rows == 0  # nothing registered while incomplete
         assert store.query("SELECT status FROM runs").column("status").to_pylist() == ["failed"]
         resumed = api.train(store, out, options(tiny_llama_dir), on_step=steps_seen.append)
-    assert resumed["resumed_from_tokens"] == 40 * 256
+    assert resumed.resumed_from_tokens == 40 * 256
     assert steps_seen[40] == 41 and steps_seen[-1] == 64  # continued, did not start over
     assert not run_dir.exists()  # checkpoints are removed once the SAE is saved
-    sae_id = summary["saes"][0]["sae_id"]
-    assert resumed["saes"][0]["sae_id"] == sae_id
+    sae_id = summary.saes[0]["sae_id"]
+    assert resumed.saes[0]["sae_id"] == sae_id
     # Step-indexed data and restored optimiser state: the same weights as uninterrupted.
     uninterrupted = weights(root / "out" / "saes" / sae_id)
     for name, tensor in weights(out / "saes" / sae_id).items():
@@ -209,10 +209,10 @@ def test_multi_layer_trains_every_layer_from_one_forward_per_batch(
     cfg = sae_config.load("tiny", "x")[0]
     assert calls and all(layers == [0, 2, 3] for layers in calls)
     # Each forward serves all three layers: tokens through the LM ~ tokens trained once.
-    assert summary["lm_tokens"] == len(calls) * cfg.lm_batch_size * cfg.context_size
-    assert summary["lm_tokens"] < 2 * 4096
-    assert [s["layer"] for s in summary["saes"]] == [0, 2, 3]
-    for sae in summary["saes"]:
+    assert summary.lm_tokens == len(calls) * cfg.lm_batch_size * cfg.context_size
+    assert summary.lm_tokens < 2 * 4096
+    assert [s["layer"] for s in summary.saes] == [0, 2, 3]
+    for sae in summary.saes:
         info = json.loads(
             (tmp_path / "out" / "saes" / sae["sae_id"] / "saefeatures.json").read_text()
         )
@@ -224,7 +224,7 @@ def test_activation_cache_skips_the_language_model(tiny_llama_dir, tmp_path, mon
     db, out = tmp_path / "w.duckdb", tmp_path / "out"
     with Store(db) as store:
         first = api.train(store, out, options(tiny_llama_dir, tokens=2048, cache_activations=True))
-        assert first["lm_tokens"] > 0
+        assert first.lm_tokens > 0
         assert list((out / "activations").rglob("*.safetensors"))
 
         def no_harvest(*args, **kwargs):
@@ -236,7 +236,7 @@ def test_activation_cache_skips_the_language_model(tiny_llama_dir, tmp_path, mon
             out,
             options(tiny_llama_dir, tokens=2048, cache_activations=True, overrides=("k=4",)),
         )
-    assert other["lm_tokens"] == 0 and other["saes"][0]["sae_id"] != first["saes"][0]["sae_id"]
+    assert other.lm_tokens == 0 and other.saes[0]["sae_id"] != first.saes[0]["sae_id"]
 
 
 # -- metrics -------------------------------------------------------------------------------
@@ -298,7 +298,7 @@ def test_evaluation_splices_like_a_plain_hf_forward(trained, tiny_llama_dir):
     from transformers import AutoModelForCausalLM
 
     root, summary = trained
-    sae = SAE.load_from_disk(str(root / "out" / "saes" / summary["saes"][0]["sae_id"]))
+    sae = SAE.load_from_disk(str(root / "out" / "saes" / summary.saes[0]["sae_id"]))
     model = models.load(str(tiny_llama_dir))
     rows = np.random.default_rng(0).integers(3, 250, size=(4, 16))
     rows[:, 0] = 257  # a separator/BOS first, left clean by the splice
@@ -349,13 +349,15 @@ def test_evaluation_splices_like_a_plain_hf_forward(trained, tiny_llama_dir):
 
 def test_evaluate_recomputes_the_stored_metrics(trained):
     root, summary = trained
-    sae_id = summary["saes"][0]["sae_id"]
+    sae_id = summary.saes[0]["sae_id"]
     query = "SELECT metric, value FROM sae_metrics WHERE sae_id = ?"
     with Store(root / "w.duckdb") as store:
         before = {r["metric"]: r["value"] for r in store.query(query, [sae_id]).to_pylist()}
         result = api.evaluate(store, root / "out", EvaluateOptions(sae_id=sae_id, progress=False))
         after = {r["metric"]: r["value"] for r in store.query(query, [sae_id]).to_pylist()}
-    assert result["explained_variance"] == pytest.approx(before["explained_variance"], rel=1e-5)
+    assert result.metrics["explained_variance"] == pytest.approx(
+        before["explained_variance"], rel=1e-5
+    )
     assert after == pytest.approx(before, rel=1e-5)
 
 
@@ -401,8 +403,8 @@ def test_load_sparsify_and_saelens_folders(trained, tiny_llama_dir, tmp_path):
             tmp_path / "out",
             LoadOptions(model=str(tiny_llama_dir), path=folder, format="sparsify"),
         )
-        assert result["hook"] == "blocks.2.hook_resid_post"
-        converted = SAE.load_from_disk(result["path"])
+        assert result.hook == "blocks.2.hook_resid_post"
+        converted = SAE.load_from_disk(result.path)
         raw = load_file(str(folder / "sae.safetensors"))
         x = torch.randn(10, 64)
         pre = torch.relu((x - raw["b_dec"]) @ raw["encoder.weight"].T + raw["encoder.bias"])
@@ -411,11 +413,11 @@ def test_load_sparsify_and_saelens_folders(trained, tiny_llama_dir, tmp_path):
             torch.zeros_like(pre).scatter(-1, top.indices, top.values) @ raw["W_dec"] + raw["b_dec"]
         )
         torch.testing.assert_close(converted(x), direct, rtol=1e-5, atol=1e-5)
-        trained_dir = root / "out" / "saes" / summary["saes"][0]["sae_id"]
+        trained_dir = root / "out" / "saes" / summary.saes[0]["sae_id"]
         again = api.load(
             store, tmp_path / "out", LoadOptions(model=str(tiny_llama_dir), path=trained_dir)
         )
-        assert again["hook"] == "blocks.1.hook_resid_post"
+        assert again.hook == "blocks.1.hook_resid_post"
         assert {r["source"] for r in api.list_saes(store).to_pylist()} == {"sparsify", "saelens"}
 
 

@@ -143,10 +143,19 @@ def test_read_only_store_refuses_writes_and_file_access(tmp_path):
     Store(db).close()
     with Store(db, read_only=True) as store:
         with pytest.raises(SaefeaturesError, match="read-only"):
-            store.query("DELETE FROM runs")
+            store.user_query("DELETE FROM runs")
         with pytest.raises(SaefeaturesError, match="SQL error"):
-            store.query(f"COPY runs TO '{tmp_path / 'out.csv'}'")
+            store.user_query(f"COPY runs TO '{tmp_path / 'out.csv'}'")
     assert not (tmp_path / "out.csv").exists()
+
+
+def test_the_package_own_sql_raises_where_the_user_sql_gets_one_line(tmp_path):
+    """A bug in the package's SQL must surface with its traceback, not as a polite line."""
+    with Store(tmp_path / "s.duckdb") as store:
+        with pytest.raises(duckdb.CatalogException):
+            store.query("SELECT * FROM no_such_table")
+        with pytest.raises(SaefeaturesError, match=r"SQL error: .*no_such_table"):
+            store.user_query("SELECT * FROM no_such_table")
 
 
 def test_an_atomic_run_lands_whole_with_its_ok_or_not_at_all(tmp_path):
