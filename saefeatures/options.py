@@ -159,9 +159,10 @@ class StoryOptions(Compute):
         check_at_least("--stories-per-topic", self.stories_per_topic, 1)
         check_at_least("--min-kept", self.min_kept, 1)
         check_at_least("--top-up-rounds", self.top_up_rounds, 0)
-        if not (math.isfinite(self.temperature) and self.temperature > 0):
+        # below 0.01 the logits divided by it overflow to inf and sampling fails
+        if not (math.isfinite(self.temperature) and self.temperature >= 0.01):
             raise SaefeaturesError(
-                f"--temperature must be a finite number above 0, got {self.temperature}"
+                f"--temperature must be a finite number of at least 0.01, got {self.temperature}"
             )
 
     @property
