@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from saefeatures.corpora import catalog
+from saefeatures.errors import SaefeaturesError
 from saefeatures.options import DEFAULT_EMOTIONS
 
 WORD = re.compile(r"[a-z']+")
@@ -87,4 +88,8 @@ def main(lexicon_path: str, *corpora: str) -> None:
 if __name__ == "__main__":
     if len(sys.argv) < 3:
         sys.exit(__doc__)
-    main(*sys.argv[1:])
+    try:
+        main(*sys.argv[1:])
+    except (OSError, SaefeaturesError) as error:  # a wrong path, model or corpus
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)

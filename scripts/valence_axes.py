@@ -18,6 +18,7 @@ import sys
 import numpy as np
 
 from saefeatures.corpora import catalog
+from saefeatures.errors import SaefeaturesError
 from saefeatures.store import read
 from saefeatures.store.database import Store
 
@@ -81,4 +82,8 @@ def main(db: str, model: str, corpus: str, *layers: str) -> None:
 if __name__ == "__main__":
     if len(sys.argv) < 4:
         sys.exit(__doc__)
-    main(*sys.argv[1:])
+    try:
+        main(*sys.argv[1:])
+    except (OSError, SaefeaturesError) as error:  # a wrong path, model or corpus
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
