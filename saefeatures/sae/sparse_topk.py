@@ -1,22 +1,23 @@
 """SAELens' TopK training SAE with a step that touches only the chosen latents per token.
 
-SAELens' `TopKTrainingSAE` decodes with a dense `[tokens, d_sae] @ [d_sae, d_in]` product
-and back-propagates densely, although only k of d_sae latents are non-zero per token
-(and only k_aux dead ones in the AuxK loss): with d_sae 9,216 and k 32, five of its six
-large matrix products multiply zeros. This subclass keeps SAELens' losses, trainer,
+SAELens' `TopKTrainingSAE` builds the dense `[tokens, d_sae]` pre-activations and
+activations, decodes with a dense `[tokens, d_sae] @ [d_sae, d_in]` product and
+back-propagates densely, although only k of d_sae latents are non-zero per token (and
+only k_aux dead ones in the AuxK loss). This subclass keeps SAELens' losses, trainer,
 schedules, checkpoints and saved format, and computes the same values and gradients
 (tested against the parent class) with
 
-- the encoder's pre-activations computed densely once, without a graph (every one is
-  needed to pick the top k), and gradients taken only at the chosen latents (sparse CSR
-  products);
+- the encoder product computed a block of tokens at a time, without a graph, each
+  block's top k (and top k_aux dead latents) picked while it is still in cache: the
+  dense pre-activations never exist for the whole batch;
+- gradients taken only at the chosen latents (sparse CSR products);
 - the decoder as a weighted sum of the chosen decoder rows per token (`embedding_bag`),
-  for the reconstruction and for the AuxK loss alike.
+  for the reconstruction and for the AuxK loss alike;
+- `feature_acts` returned to SAELens' trainer as a sparse COO tensor (its firing counts
+  accept one), and `hidden_pre` as the pre-activations at the chosen latents.
 
-The dense `feature_acts` that SAELens' trainer counts firings on are still returned.
-`encode_with_hidden_pre` remembers what it computed, so that `decode` of the very
-`feature_acts` it returned, and the AuxK loss of the very `hidden_pre`, take the sparse
-path; any other input gets the parent's dense computation.
+The step's one dense product, `[tokens, d_in] @ [d_in, d_sae]`, is the bound no TopK
+step can go below; under SAELens' bfloat16 autocast it runs in bfloat16.
 """
 
 from __future__ import annotations
@@ -28,7 +29,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from sae_lens.saes.sae import TrainStepInput, TrainStepOutput
 from sae_lens.saes.topk_sae import TopKTrainingSAE
+
+BLOCK_TOKENS = 256  # tokens scored per encoder block: a [256, d_sae] block stays in cache
 
 
 @contextmanager
@@ -40,67 +44,47 @@ def _quiet_csr() -> Iterator[None]:
 
 
 def _rows_by_latent(indices: torch.Tensor, values: torch.Tensor, d_sae: int) -> torch.Tensor:
-    """`[d_sae, tokens]` CSR matrix with `values[t, j]` at `(indices[t, j], t)`."""
+    """`[d_sae, tokens]` CSR matrix with `values[t, j]` at `(indices[t, j], t)`; the pairs
+    are distinct, so one stable sort by latent orders them (no coalescing)."""
     tokens, k = indices.shape
-    columns = torch.arange(tokens, device=indices.device).repeat_interleave(k)
-    coo = torch.sparse_coo_tensor(
-        torch.stack([indices.flatten(), columns]),
-        values.flatten(),
-        (d_sae, tokens),
-        check_invariants=False,
-    )
-    with _quiet_csr():
-        return coo.coalesce().to_sparse_csr()
-
-
-def _rows_by_token(indices: torch.Tensor, values: torch.Tensor, d_sae: int) -> torch.Tensor:
-    """`[tokens, d_sae]` CSR matrix with `values[t, j]` at `(t, indices[t, j])`."""
-    tokens, k = indices.shape
-    order = indices.argsort(dim=-1)  # CSR wants each row's columns sorted
-    crow = torch.arange(0, tokens * k + 1, k, device=indices.device)
+    flat = indices.flatten()
+    order = flat.argsort(stable=True)  # by latent, then by token
+    crow = torch.zeros(d_sae + 1, dtype=torch.int64, device=flat.device)
+    crow[1:] = torch.bincount(flat, minlength=d_sae).cumsum(0)
     with _quiet_csr():
         return torch.sparse_csr_tensor(
-            crow,
-            indices.gather(-1, order).flatten(),
-            values.gather(-1, order).flatten(),
-            (tokens, d_sae),
-            check_invariants=False,
+            crow, order // k, values.flatten()[order], (d_sae, tokens), check_invariants=False
         )
 
 
 class _Selected(torch.autograd.Function):
-    """`pre[t, indices[t, j]]` of the encoder's pre-activations `pre = sae_in @ W_enc + b_enc`
-    (given, computed without a graph), differentiable in sae_in, W_enc and b_enc through
-    the selected entries only."""
+    """The encoder's pre-activations `(x @ W_enc + bias)[t, indices[t, j]]`, given as
+    `chosen` (computed without a graph), differentiable in W_enc and the bias through the
+    selected entries only. `x` is a constant: SAELens' input `x - b_dec` enters through
+    the bias `b_enc - b_dec @ W_enc`, so no per-token input gradient is needed."""
 
     @staticmethod
     def forward(
         ctx: Any,
-        sae_in: torch.Tensor,
+        x: torch.Tensor,
         W_enc: torch.Tensor,
-        b_enc: torch.Tensor,
-        pre: torch.Tensor,
+        bias: torch.Tensor,
+        chosen: torch.Tensor,
         indices: torch.Tensor,
     ) -> torch.Tensor:
-        ctx.save_for_backward(sae_in, W_enc, indices)
-        return pre.gather(-1, indices)
+        ctx.save_for_backward(x, indices)
+        ctx.d_sae = W_enc.shape[1]
+        return chosen.clone()
 
     @staticmethod
     def backward(ctx: Any, grad_selected: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-        sae_in, W_enc, indices = ctx.saved_tensors
+        x, indices = ctx.saved_tensors
         grad = grad_selected.float()
-        d_sae = W_enc.shape[1]
-        grad_in = grad_W = grad_b = None
-        if ctx.needs_input_grad[0]:
-            by_token = _rows_by_token(indices, grad, d_sae)
-            grad_in = torch.sparse.mm(by_token, W_enc.float().T.contiguous()).to(sae_in.dtype)
-        if ctx.needs_input_grad[1]:
-            by_latent = _rows_by_latent(indices, grad, d_sae)
-            grad_W = torch.sparse.mm(by_latent, sae_in.float()).T.contiguous().to(W_enc.dtype)
-        if ctx.needs_input_grad[2]:
-            grad_b = torch.zeros(d_sae, device=grad.device, dtype=grad.dtype)
-            grad_b = grad_b.index_add_(0, indices.flatten(), grad.flatten()).to(W_enc.dtype)
-        return grad_in, grad_W, grad_b, None, None
+        by_latent = _rows_by_latent(indices, grad, ctx.d_sae)
+        grad_W = torch.sparse.mm(by_latent, x.float()).T.contiguous()
+        grad_b = torch.zeros(ctx.d_sae, device=grad.device, dtype=grad.dtype)
+        grad_b.index_add_(0, indices.flatten(), grad.flatten())
+        return None, grad_W, grad_b, None, None
 
 
 def sparse_decode(indices: torch.Tensor, values: torch.Tensor, W_dec: torch.Tensor) -> torch.Tensor:
@@ -112,87 +96,147 @@ def sparse_decode(indices: torch.Tensor, values: torch.Tensor, W_dec: torch.Tens
 
 
 @dataclass
-class _Encoded:
-    """What one `encode_with_hidden_pre` computed, for the `decode` and AuxK loss after it."""
+class Choice:
+    """Latents picked per token and their (unscaled) pre-activations; no graph."""
 
-    feature_acts: torch.Tensor
-    hidden_pre: torch.Tensor
-    sae_in: torch.Tensor
-    pre: torch.Tensor  # unscaled pre-activations, no graph
-    indices: torch.Tensor
-    active: torch.Tensor  # differentiable values of the chosen latents
+    indices: torch.Tensor  # [tokens, n]
+    pre: torch.Tensor  # [tokens, n]
+
+
+def _top(scores: torch.Tensor, pre: torch.Tensor, n: int, columns: torch.Tensor | None) -> Choice:
+    """The `n` highest `scores` per row (of `columns` only, if given), with `pre` there."""
+    if columns is not None:
+        scores, pre = scores[:, columns], pre[:, columns]
+    picked = scores.topk(n, dim=-1, sorted=False).indices
+    indices = picked if columns is None else columns[picked]
+    return Choice(indices, pre.gather(-1, picked))
+
+
+def _joined(choices: list[Choice]) -> Choice:
+    return Choice(torch.cat([c.indices for c in choices]), torch.cat([c.pre for c in choices]))
+
+
+def choose_latents(
+    sae_in: torch.Tensor,
+    W_enc: torch.Tensor,
+    b_enc: torch.Tensor,
+    norms: torch.Tensor | None,
+    k: int,
+    dead: tuple[torch.Tensor, int] | None = None,
+) -> tuple[Choice, Choice | None]:
+    """Each token's top k latents by (decoder-norm scaled) pre-activation and, given the
+    dead latents' columns and k_aux, its top k_aux dead ones, a block of tokens at a time."""
+    live: list[Choice] = []
+    dead_choices: list[Choice] = []
+    with torch.no_grad():
+        for block in sae_in.split(BLOCK_TOKENS):
+            pre = torch.addmm(b_enc, block, W_enc).float()
+            scores = pre if norms is None else pre * norms
+            live.append(_top(scores, pre, k, None))
+            if dead is not None:
+                dead_choices.append(_top(scores, pre, dead[1], dead[0]))
+    return _joined(live), (_joined(dead_choices) if dead is not None else None)
+
+
+def _sparse_rows(indices: torch.Tensor, values: torch.Tensor, d_sae: int) -> torch.Tensor:
+    """`[tokens, d_sae]` coalesced COO tensor with `values[t, j]` at `(t, indices[t, j])`."""
+    indices, order = indices.sort(dim=-1)
+    rows = torch.arange(indices.shape[0], device=indices.device).repeat_interleave(indices.shape[1])
+    return torch.sparse_coo_tensor(
+        torch.stack([rows, indices.flatten()]),
+        values.gather(-1, order).flatten(),
+        (indices.shape[0], d_sae),
+        is_coalesced=True,
+        check_invariants=False,
+    )
 
 
 class SparseTopKTrainingSAE(TopKTrainingSAE):
     """`TopKTrainingSAE` whose training step is sparse in the latents (see the module)."""
 
-    def __init__(self, cfg: Any, use_error_term: bool = False) -> None:
-        super().__init__(cfg, use_error_term)
-        self._encoded: _Encoded | None = None
-
     def _decoder_norms(self) -> torch.Tensor | None:
-        """Per-latent decoder norms where the config rescales by them (SAELens' default)."""
+        """Per-latent decoder norms where the config rescales by them."""
         return self.W_dec.norm(dim=-1) if self.cfg.rescale_acts_by_decoder_norm else None
 
-    def _selected(self, sae_in: torch.Tensor, pre: torch.Tensor, indices: torch.Tensor):
-        """The (rescaled) pre-activations at `indices`, with their gradients."""
-        chosen = _Selected.apply(sae_in, self.W_enc, self.b_enc, pre, indices)
-        norms = self._decoder_norms()
-        return chosen if norms is None else chosen * norms[indices]
+    def _encoder_bias(self) -> torch.Tensor:
+        """`b_enc`, carrying b_dec's gradient: the step takes SAELens' input `x - b_dec` as a
+        constant, and `(x - b_dec) @ W_enc` depends on b_dec as `-b_dec @ W_enc` does."""
+        shift = self.b_dec * self.cfg.apply_b_dec_to_input
+        return self.b_enc - (shift - shift.detach()) @ self.W_enc.detach()
 
-    def _sparse_product(self, indices: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
-        """SAELens' `act_times_W_dec` for activations that are zero outside `indices`."""
-        norms = self._decoder_norms()
+    def _values(self, sae_in: torch.Tensor, choice: Choice, norms: torch.Tensor | None):
+        """The (rescaled) pre-activations of `choice`, with their gradients."""
+        bias = self._encoder_bias()
+        chosen = _Selected.apply(sae_in, self.W_enc, bias, choice.pre, choice.indices)
+        return chosen if norms is None else chosen * norms[choice.indices]
+
+    def _product(self, choice: Choice, values: torch.Tensor, norms: torch.Tensor | None):
+        """SAELens' `act_times_W_dec` for activations that are zero outside the choice."""
         if norms is not None:
-            values = values / norms[indices]
-        return sparse_decode(indices, values, self.W_dec)
+            values = values / norms[choice.indices]
+        return sparse_decode(choice.indices, values, self.W_dec)
 
-    def encode_with_hidden_pre(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        sae_in = self.process_sae_in(x)
-        with torch.no_grad():
-            pre = torch.addmm(self.b_enc, sae_in, self.W_enc)
-            norms = self._decoder_norms()
-            hidden_pre = self.hook_sae_acts_pre(pre if norms is None else pre * norms)
-            indices = hidden_pre.topk(self.cfg.k, dim=-1, sorted=False).indices
-        active = self._selected(sae_in, pre, indices).relu()
-        dense = torch.zeros_like(hidden_pre).scatter_(-1, indices, active.detach())
-        feature_acts = self.hook_sae_acts_post(dense)  # for firing counts: no graph
-        self._encoded = _Encoded(feature_acts, hidden_pre, sae_in, pre, indices, active)
-        return feature_acts, hidden_pre
+    def _dense_only(self, sae_in: torch.Tensor) -> bool:
+        """Cases the sparse step leaves to SAELens: per-head inputs, in-SAE normalisation."""
+        return sae_in.dim() != 2 or self.cfg.normalize_activations in (
+            "constant_norm_rescale",
+            "layer_norm",
+        )
 
-    def decode(self, feature_acts: torch.Tensor) -> torch.Tensor:
-        encoded = self._encoded
-        if encoded is None or encoded.feature_acts is not feature_acts:
-            return super().decode(feature_acts)
-        product = self._sparse_product(encoded.indices, encoded.active)
-        sae_out_pre = self.hook_sae_recons(product + self.b_dec)
-        sae_out_pre = self.run_time_activation_norm_fn_out(sae_out_pre)
-        return self.reshape_fn_out(sae_out_pre, self.d_head)
+    def training_forward_pass(self, step_input: TrainStepInput) -> TrainStepOutput:
+        sae_in = self.process_sae_in(step_input.sae_in).detach()
+        if self._dense_only(sae_in):
+            return super().training_forward_pass(step_input)
+        norms = self._decoder_norms()
+        dead = self._dead_columns(step_input.dead_neuron_mask, sae_in.shape[-1])
+        live, dead_choice = choose_latents(
+            sae_in,
+            self.W_enc,
+            self.b_enc,
+            None if norms is None else norms.detach(),
+            self.cfg.k,
+            None if dead is None else dead[:2],
+        )
+        active = self._values(sae_in, live, norms).relu()
+        sae_out = self._product(live, active, norms) + self.b_dec
+        sae_out = self.run_time_activation_norm_fn_out(self.hook_sae_recons(sae_out))
+        mse_loss = self.mse_loss_fn(sae_out, step_input.sae_in).sum(dim=-1).mean()
+        aux = self._aux_loss(sae_in, step_input.sae_in, sae_out, dead_choice, norms, dead)
+        d_sae = self.cfg.d_sae
+        scaled = live.pre if norms is None else live.pre * norms.detach()[live.indices]
+        return TrainStepOutput(
+            sae_in=step_input.sae_in,
+            sae_out=sae_out,
+            feature_acts=_sparse_rows(live.indices, active.detach(), d_sae),
+            hidden_pre=_sparse_rows(live.indices, scaled, d_sae),
+            loss=mse_loss + aux,
+            losses={"mse_loss": mse_loss, "auxiliary_reconstruction_loss": aux},
+        )
 
-    def calculate_topk_aux_loss(
+    @staticmethod
+    def _dead_columns(
+        mask: torch.Tensor | None, d_in: int
+    ) -> tuple[torch.Tensor, int, float] | None:
+        """The dead latents' columns, k_aux and the loss scale, as SAELens' AuxK sets them
+        (half of d_in, after Gao et al., appendix B.1); None with no dead latent."""
+        if mask is None or (num_dead := int(mask.sum())) == 0:
+            return None
+        k_aux = d_in // 2
+        return mask.nonzero().flatten(), min(k_aux, num_dead), min(num_dead / k_aux, 1.0)
+
+    def _aux_loss(
         self,
         sae_in: torch.Tensor,
+        target: torch.Tensor,
         sae_out: torch.Tensor,
-        hidden_pre: torch.Tensor,
-        dead_neuron_mask: torch.Tensor | None,
+        choice: Choice | None,
+        norms: torch.Tensor | None,
+        dead: tuple[torch.Tensor, int, float] | None,
     ) -> torch.Tensor:
-        """SAELens' AuxK loss, its dead latents decoded sparsely."""
-        encoded, self._encoded = self._encoded, None  # the step's last use: free its memory
-        if (
-            encoded is None
-            or encoded.hidden_pre is not hidden_pre
-            or self.cfg.normalize_activations in ("constant_norm_rescale", "layer_norm")
-        ):
-            return super().calculate_topk_aux_loss(sae_in, sae_out, hidden_pre, dead_neuron_mask)
-        if dead_neuron_mask is None or (num_dead := int(dead_neuron_mask.sum())) == 0:
+        """SAELens' AuxK loss: the top dead latents reconstruct the live ones' residual."""
+        if choice is None or dead is None:
             return sae_out.new_tensor(0.0)
-        residual = (sae_in - sae_out).detach()
-        k_aux = sae_in.shape[-1] // 2  # as SAELens (Gao et al., appendix B.1)
-        scale = min(num_dead / k_aux, 1.0)
-        k_aux = min(k_aux, num_dead)
-        candidates = torch.where(dead_neuron_mask[None], hidden_pre, -torch.inf)
-        indices = candidates.topk(k_aux, dim=-1, sorted=False).indices
-        values = self._selected(encoded.sae_in, encoded.pre, indices)
-        recons = self.reshape_fn_out(self._sparse_product(indices, values), self.d_head)
+        residual = (target - sae_out).detach()
+        recons = self._product(choice, self._values(sae_in, choice, norms), norms)
         auxk_loss = (recons - residual).pow(2).sum(dim=-1).mean()
-        return self.cfg.aux_loss_coefficient * scale * auxk_loss
+        return self.cfg.aux_loss_coefficient * dead[2] * auxk_loss

@@ -85,6 +85,12 @@ def training_sae(sae_cfg: Any) -> Any:
     return get_sae_training_class(sae_cfg.architecture())[0](sae_cfg)
 
 
+def bfloat16_step(dtype: str, device: str) -> bool:
+    """Autocast the SAE step to bfloat16 only where the run computes in bfloat16 and the
+    device does so natively: `--dtype float32` keeps the whole run in float32."""
+    return models.concrete_dtype(dtype, device) == "bfloat16" and models.native_bfloat16(device)
+
+
 def trainer_config(cfg: SaeConfig, device: str) -> Any:
     from sae_lens.config import LoggingConfig, SAETrainerConfig
 
@@ -99,7 +105,7 @@ def trainer_config(cfg: SaeConfig, device: str) -> Any:
         adam_beta1=cfg.adam_beta1,
         adam_beta2=cfg.adam_beta2,
         device=device,
-        autocast=cfg.autocast and models.native_bfloat16(device),
+        autocast=cfg.autocast and bfloat16_step(cfg.dtype, device),
         dead_feature_window=cfg.dead_feature_window,
         n_checkpoints=0,
         checkpoint_path=None,
@@ -155,7 +161,7 @@ def _step_metrics(output: Any) -> dict[str, float]:
         return {
             "loss": float(output.loss),
             "mse": float(output.losses["mse_loss"]),
-            "l0": float((output.feature_acts != 0).float().sum(-1).mean()),
+            "l0": float(output.feature_acts.bool().float().sum(-1).to_dense().mean()),
             "explained_variance": float(1 - residual / total),
         }
 

@@ -573,3 +573,13 @@ def test_default_text_without_the_registry_is_one_line(tmp_path, monkeypatch):
     with pytest.raises(SaefeaturesError, match="could not download vaderSentiment") as raised:
         training_text.fetch_sdist(training_text.VADER)
     assert "\n" not in str(raised.value) and not list(tmp_path.rglob("*.tar.gz"))
+
+
+def test_the_sae_step_autocasts_only_in_a_bfloat16_run(monkeypatch):
+    from saefeatures.sae.training import bfloat16_step
+
+    native = models.native_bfloat16("cpu")
+    assert bfloat16_step("bfloat16", "cpu") is native
+    assert bfloat16_step("float32", "cpu") is False
+    monkeypatch.setenv("SAEFEATURES_DTYPE", "float32")  # the shell asks for float32 everywhere
+    assert bfloat16_step("auto", "cpu") is False

@@ -10,7 +10,9 @@ from sae_lens.saes import TopKTrainingSAEConfig
 from sae_lens.saes.sae import TrainStepInput
 from sae_lens.saes.topk_sae import TopKTrainingSAE
 
-from saefeatures.sae.sparse_topk import SparseTopKTrainingSAE, sparse_decode
+from saefeatures.sae.config import SaeConfig
+from saefeatures.sae.sparse_topk import BLOCK_TOKENS, SparseTopKTrainingSAE, sparse_decode
+from saefeatures.sae.training import trainer_config
 
 
 def _pair(rescale: bool) -> tuple[TopKTrainingSAE, SparseTopKTrainingSAE]:
@@ -39,12 +41,15 @@ def _step(sae: TopKTrainingSAE, x: torch.Tensor, dead: torch.Tensor | None):
 
 @pytest.mark.parametrize("rescale", [True, False])
 @pytest.mark.parametrize("dead_share", [0.0, 0.3])
-def test_the_sparse_step_has_the_dense_values_and_gradients(rescale, dead_share):
+@pytest.mark.parametrize("tokens", [64, 2 * BLOCK_TOKENS + 7])  # one block; three, the last short
+def test_the_sparse_step_has_the_dense_values_and_gradients(rescale, dead_share, tokens):
     dense, sparse = _pair(rescale)
-    x = torch.randn(64, 32) * 3
+    x = torch.randn(tokens, 32) * 3 + 5  # off-centre, as residual streams are
     dead = torch.rand(256, generator=torch.Generator().manual_seed(1)) < dead_share
     (want, want_grads), (got, got_grads) = _step(dense, x, dead), _step(sparse, x, dead)
-    assert torch.equal(got.feature_acts, want.feature_acts)
+    chosen = got.feature_acts.to_dense()  # blocks round the encoder product a little apart
+    assert torch.equal(chosen != 0, want.feature_acts != 0)
+    torch.testing.assert_close(chosen, want.feature_acts.detach())
     torch.testing.assert_close(got.sae_out, want.sae_out)
     for name in ("mse_loss", "auxiliary_reconstruction_loss"):
         torch.testing.assert_close(got.losses[name], want.losses[name])
@@ -53,10 +58,23 @@ def test_the_sparse_step_has_the_dense_values_and_gradients(rescale, dead_share)
         torch.testing.assert_close(got_grads[name], grad, rtol=1e-4, atol=1e-5)
 
 
-def test_decoding_any_other_tensor_is_the_dense_product():
-    dense, sparse = _pair(rescale=True)
-    acts = torch.relu(torch.randn(16, 256))  # dense activations, not from the encoder
-    torch.testing.assert_close(sparse.decode(acts), dense.decode(acts))
+def test_the_trainer_counts_the_same_firings_from_the_sparse_activations():
+    """SAELens' trainer reads firings off `feature_acts`, which the sparse step returns as COO."""
+    from sae_lens.training.sae_trainer import SAETrainer
+
+    cfg = SaeConfig(training_tokens=64 * 10, train_batch_size=64, k=8, autocast=False)
+    trainers = [
+        SAETrainer(cfg=trainer_config(cfg, "cpu"), sae=sae, data_provider=iter(()))
+        for sae in _pair(rescale=False)
+    ]
+    x = torch.randn(64, 32) * 3
+    for trainer in trainers:
+        trainer.n_forward_passes_since_fired[:100] = 7
+        trainer.step(x)
+    want, got = trainers
+    assert torch.equal(got.act_freq_scores, want.act_freq_scores)
+    assert torch.equal(got.n_forward_passes_since_fired, want.n_forward_passes_since_fired)
+    assert 0 < int(got.act_freq_scores.count_nonzero()) < 256
 
 
 def test_sparse_decode_is_the_product_with_the_scattered_values():
