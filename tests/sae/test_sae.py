@@ -583,3 +583,13 @@ def test_the_sae_step_autocasts_only_in_a_bfloat16_run(monkeypatch):
     assert bfloat16_step("float32", "cpu") is False
     monkeypatch.setenv("SAEFEATURES_DTYPE", "float32")  # the shell asks for float32 everywhere
     assert bfloat16_step("auto", "cpu") is False
+
+
+@pytest.mark.parametrize(
+    "preset", sorted(path.stem for path in project_data("sae_configs").glob("*.yaml"))
+)
+def test_every_shipped_preset_is_a_valid_config(preset):
+    cfg, source = sae_config.load(preset, "any-model")
+    assert source.endswith(f"{preset}.yaml")
+    if cfg.epoch_tokens is not None:  # epochs repeat: more training tokens than one epoch
+        assert cfg.training_tokens > cfg.epoch_tokens >= cfg.train_batch_size
