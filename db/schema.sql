@@ -740,3 +740,34 @@ ALTER TABLE patching_faithfulness ADD COLUMN random_recovered DOUBLE;
 -- Benjamini-Hochberg over the run's steered conditions. Highlight a condition on q only.
 ALTER TABLE behaviour_summary ADD COLUMN shift_p DOUBLE;
 ALTER TABLE behaviour_summary ADD COLUMN shift_q DOUBLE;
+
+-- version 18: features named for what they hold, in readable text. `top_tokens` and
+-- `bottom_tokens` were the tokens a feature's decoder row promotes and suppresses through
+-- the logit lens (not the tokens it fires on), written as vocabulary entries ('Ġhappy');
+-- they are renamed `promoted_tokens` and `suppressed_tokens` and hold each token as it
+-- reads (' happy'), with the lens logits beside them (NULL in rows written before).
+-- Stored entries are decoded here: a byte-level BPE entry maps back to its bytes when they
+-- are UTF-8, a SentencePiece '▁' is a space and a byte token '<0x0A>' its byte.
+CREATE TEMP MACRO _lens_byte(code) AS CASE
+    WHEN code BETWEEN 33 AND 126 OR code BETWEEN 161 AND 172 OR code BETWEEN 174 AND 255
+        THEN code
+    WHEN code BETWEEN 256 AND 288 THEN code - 256
+    WHEN code BETWEEN 289 AND 322 THEN code - 162
+    WHEN code = 323 THEN 173
+END;
+CREATE TEMP MACRO _lens_text(entry) AS coalesce(
+    CASE WHEN regexp_full_match(entry, '<0x[0-9A-Fa-f]{2}>')
+        THEN try(decode(unhex(substr(entry, 4, 2)))) END,
+    CASE WHEN length(entry) > 0 AND list_bool_and(list_transform(string_split(entry, ''),
+            lambda c: _lens_byte(unicode(c)) IS NOT NULL))
+        THEN try(decode(unhex(array_to_string(list_transform(string_split(entry, ''),
+            lambda c: printf('%02x', _lens_byte(unicode(c)))), '')))) END,
+    replace(entry, '▁', ' '));
+ALTER TABLE features RENAME COLUMN top_tokens TO promoted_tokens;
+ALTER TABLE features RENAME COLUMN bottom_tokens TO suppressed_tokens;
+ALTER TABLE features ADD COLUMN promoted_logits DOUBLE[];
+ALTER TABLE features ADD COLUMN suppressed_logits DOUBLE[];
+UPDATE features SET promoted_tokens = list_transform(promoted_tokens, lambda t: _lens_text(t)),
+    suppressed_tokens = list_transform(suppressed_tokens, lambda t: _lens_text(t));
+DROP MACRO _lens_text;
+DROP MACRO _lens_byte;

@@ -21,10 +21,10 @@ conditions in one batch), and optionally only at the tokens a mask marks.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 
@@ -138,8 +138,17 @@ class Intervention:
         return out
 
 
+class Hookable(Protocol):
+    """A model with forward hooks by hook name: a `LoadedModel`, a TransformerLens bridge,
+    or any model `saefeatures.hooked` wraps."""
+
+    def hooks(
+        self, fwd_hooks: list[tuple[str, Callable[..., Any]]]
+    ) -> AbstractContextManager[None]: ...
+
+
 @contextmanager
-def applied(model: LoadedModel, interventions: Sequence[Intervention]) -> Iterator[None]:
+def applied(model: Hookable, interventions: Sequence[Intervention]) -> Iterator[None]:
     """Every forward of the model inside the block runs with the interventions, each
     site's in the order given."""
     by_site: dict[str, list[Intervention]] = {}
@@ -177,9 +186,14 @@ def mean_residual_norm(model: LoadedModel, texts: list[str], layers: list[int]) 
     batch = model.tokenizer(texts, return_tensors="pt", padding=True)
     batch = {key: value.to(model.device) for key, value in batch.items()}
     captured = activations.harvest(model, batch, layers)
-    mask = batch["attention_mask"].bool().clone()
+    mask = batch["attention_mask"]
+    return {layer: float(real_token_norms(acts, mask).mean()) for layer, acts in captured.items()}
+
+
+def real_token_norms(residual: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """The L2 norms of each row's real tokens but its first (the tokens a scale's unit is
+    measured on), flattened."""
+    mask = attention_mask.to(residual.device).bool().clone()
     first = mask.float().argmax(dim=1)  # first real token of each row, for either padding side
     mask[torch.arange(len(mask)), first] = False
-    return {
-        layer: float(acts.float().norm(dim=-1)[mask].mean()) for layer, acts in captured.items()
-    }
+    return residual.float().norm(dim=-1)[mask]

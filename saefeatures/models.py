@@ -135,6 +135,16 @@ def resolve(name: str) -> ModelSpec:
     )
 
 
+def store_name(name: str) -> str:
+    """The name the store keeps a model's results under, as `--model` resolves it (a local
+    directory by its full path); a name that resolves to nothing is kept as it is, so that
+    a lookup can say which models the store has."""
+    try:
+        return resolve(name).name
+    except SaefeaturesError:
+        return name
+
+
 # -- the cache of de-quantized embedded models ----------------------------------
 
 

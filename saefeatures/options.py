@@ -25,6 +25,7 @@ Level = Literal["direction", "features", "both"]
 Method = Literal["denoised", "raw"]
 PatchLevel = Literal["resid", "heads", "features", "all"]
 ReplyScore = Literal["anchors", "replies"]
+PatchPositions = Literal["differing", "all"]
 Split = Literal["auto", "corpus", "passage", "topic"]
 SaeFormat = Literal["saelens", "sparsify"]
 
@@ -305,6 +306,7 @@ class PatchOptions(Compute):
     pairs: Path | None = None  # None: the shipped corpora/news_pairs.jsonl
     level: PatchLevel = "all"
     score: ReplyScore = "anchors"  # the score the sweeps patch; both are stored per pair
+    positions: PatchPositions = "differing"  # residual sweep: differing tokens + the last
     limit: int | None = None  # first N situations
     layers: Layers | None = None  # feature level; None: every layer with an SAE
 
@@ -443,7 +445,7 @@ class TrainOptions(Options):
     config: str | None = None  # a YAML file or a preset name; None: the model's preset
     hook: str | None = None
     tokens: int | None = None
-    dtype: Literal["float32", "bfloat16"] | None = None
+    dtype: Dtype | None = None  # None: the config's dtype; auto picks per device
     seed: int | None = None
     dataset: str | None = None
     cache_activations: bool = False
@@ -464,7 +466,7 @@ class EvaluateOptions(Options):
     dataset: str | None = None  # default: the SAE's training dataset (or the offline default)
     eval_tokens: int | None = None
     batch_size: int | None = None
-    dtype: Literal["float32", "bfloat16"] | None = None
+    dtype: Dtype | None = None  # None: the dtype the SAE was trained in
     device: Device = "auto"
     progress: bool = True
 

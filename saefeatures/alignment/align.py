@@ -150,6 +150,7 @@ def align_emotion(
         "omp_exceeds_shuffled": float(path.r2[-1] > np.quantile(omp_null[:, -1], 0.99)),
         "best_mean_diff": float(mean_diff.max()),
         "best_feature_auroc": float(auroc.max()),
+        "heldout_feature": heldout["feature"],
         "heldout_feature_auroc": heldout["auroc"],
         "heldout_feature_auroc_p": heldout["p_value"],
         "noise_max_feature_auroc": heldout["noise_max"],

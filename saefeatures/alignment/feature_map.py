@@ -255,18 +255,18 @@ def _best_emotion(rows: list[dict[str, Any]], chosen: set[int]) -> dict[int, tup
     return best
 
 
-def _top_tokens(store: Store, sae_id: str, ids: np.ndarray) -> dict[int, list[str]]:
+def _promoted_tokens(store: Store, sae_id: str, ids: np.ndarray) -> dict[int, list[str]]:
     rows = store.query(
-        "SELECT feature, top_tokens FROM features "
+        "SELECT feature, promoted_tokens FROM features "
         "WHERE sae_id = ? AND list_contains(?::INTEGER[], feature)",
         [sae_id, [int(i) for i in ids]],
     ).to_pylist()
-    return {row["feature"]: row["top_tokens"] or [] for row in rows}
+    return {row["feature"]: row["promoted_tokens"] or [] for row in rows}
 
 
 def _feature_hover(feature: int, tokens: list[str] | None, best: tuple[str, float] | None) -> str:
     shown = ", ".join(repr(t) for t in tokens[:SHOWN_TOKENS]) if tokens else "(not described)"
-    lines = [f"<b>feature {feature}</b>", f"top tokens: {html.escape(shown)}"]
+    lines = [f"<b>feature {feature}</b>", f"promoted tokens (logit lens): {html.escape(shown)}"]
     if best is None:
         lines.append("not among any emotion's top features")
     else:
@@ -394,7 +394,7 @@ def _describe_points(
     """Each point's kind, label, colour and hover text: the features, then the emotions."""
     valence = catalog.load_ratings().valence
     best = _best_emotion(rows, set(aligned.tolist()))
-    tokens = _top_tokens(store, sae_id, features)
+    tokens = _promoted_tokens(store, sae_id, features)
     kinds = (
         ["feature"] * len(aligned) + ["background"] * len(background) + ["emotion"] * len(emotions)
     )

@@ -8,6 +8,7 @@ few million sparse rows go into DuckDB in one bulk insert without a string per r
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -81,10 +82,16 @@ def emotion_activity_table(
     )
 
 
+def token_texts(model: LoadedModel, ids: Iterable[int]) -> dict[int, str]:
+    """Each distinct token id as it reads (decoded alone, so a split character shows as �),
+    not as its vocabulary entry ('Ġhappy')."""
+    distinct = sorted({int(i) for i in ids})
+    return dict(zip(distinct, model.tokenizer.batch_decode([[i] for i in distinct]), strict=True))
+
+
 def token_strings(model: LoadedModel, sequences: list[list[int]]) -> dict[int, str]:
-    """Each distinct token id as text (decoded alone, so a split character shows as �)."""
-    ids = sorted({token for sequence in sequences for token in sequence})
-    return dict(zip(ids, model.tokenizer.batch_decode([[i] for i in ids]), strict=True))
+    """Every token id of the sequences as text."""
+    return token_texts(model, (token for sequence in sequences for token in sequence))
 
 
 def token_table(
@@ -145,14 +152,32 @@ def snippets(scanned: list[ScannedCorpus], strings: dict[int, str], d_sae: int) 
     return [json.dumps(items) for items in found]
 
 
-def lens_tokens(model: LoadedModel, decoder: np.ndarray) -> tuple[list[list[str]], list[list[str]]]:
-    """Tokens each decoder row promotes and suppresses most (final norm, then unembedding)."""
-    promoted, suppressed = [], []
-    for start in range(0, len(decoder), _LENS_CHUNK):
-        up, _, down, _ = logit_lens(model, decoder[start : start + _LENS_CHUNK], LENS_TOKENS)
-        promoted += [model.tokenizer.convert_ids_to_tokens(row.tolist()) for row in up]
-        suppressed += [model.tokenizer.convert_ids_to_tokens(row.tolist()) for row in down]
-    return promoted, suppressed
+@dataclass(frozen=True)
+class Lens:
+    """Per decoder row, the tokens it promotes and suppresses most, as text, and their logits."""
+
+    promoted: list[list[str]]
+    promoted_logits: list[list[float]]
+    suppressed: list[list[str]]
+    suppressed_logits: list[list[float]]
+
+
+def lens_tokens(model: LoadedModel, decoder: np.ndarray) -> Lens:
+    """The logit lens of every decoder row (final norm, then unembedding)."""
+    parts = [
+        logit_lens(model, decoder[start : start + _LENS_CHUNK], LENS_TOKENS)
+        for start in range(0, len(decoder), _LENS_CHUNK)
+    ]
+    up, up_logits, down, down_logits = (
+        np.concatenate(column) for column in zip(*parts, strict=True)
+    )
+    texts = token_texts(model, np.concatenate([up.ravel(), down.ravel()]).tolist())
+    return Lens(
+        [[texts[int(i)] for i in row] for row in up],
+        up_logits.astype(np.float64).tolist(),
+        [[texts[int(i)] for i in row] for row in down],
+        down_logits.astype(np.float64).tolist(),
+    )
 
 
 def feature_table(
@@ -169,7 +194,7 @@ def feature_table(
     total = sum(c.scan.total for c in scanned)
     peak = np.max([c.scan.peak for c in scanned], axis=0)
     mean_active = np.divide(total, active, out=np.full(len(active), np.nan), where=active > 0)
-    promoted, suppressed = lens_tokens(model, decoder)
+    lens = lens_tokens(model, decoder)
     d_sae = len(decoder)
     return pa.table(
         {
@@ -179,8 +204,10 @@ def feature_table(
             "density": active / max(n_tokens, 1),
             "max_activation": peak.astype(np.float64),
             "mean_active": pa.array(mean_active, from_pandas=True),  # NaN (never fired) -> NULL
-            "top_tokens": promoted,
-            "bottom_tokens": suppressed,
+            "promoted_tokens": lens.promoted,
+            "promoted_logits": lens.promoted_logits,
+            "suppressed_tokens": lens.suppressed,
+            "suppressed_logits": lens.suppressed_logits,
             "top_snippets": snippets(scanned, strings, d_sae),
         }
     )

@@ -12,11 +12,12 @@ from typing import Annotated
 
 import typer
 
-# Typer vendors its own click; its exception types live there (typer is pinned).
+# Typer vendors its own click; its exception types live there (a private module, so
+# pyproject.toml keeps typer below its next minor).
 from typer._click.exceptions import ClickException, UsageError
 
 from saefeatures import __version__
-from saefeatures.cli import data, db, experiments, run, sae, validate
+from saefeatures.cli import data, db, experiments, features, run, sae, validate
 from saefeatures.errors import SaefeaturesError
 
 app = typer.Typer(
@@ -60,6 +61,7 @@ app.command("saes", rich_help_panel=SAES)(sae.saes_command)
 app.command("load", rich_help_panel=SAES)(sae.load_command)
 app.command("align", rich_help_panel=EXPERIMENTS)(experiments.align_command)
 app.command("umap", rich_help_panel=EXPERIMENTS)(experiments.umap_command)
+app.command("feature", rich_help_panel=EXPERIMENTS)(features.feature_command)
 app.command("steer", rich_help_panel=EXPERIMENTS)(experiments.steer_command)
 app.command("patch", rich_help_panel=EXPERIMENTS)(experiments.patch_command)
 app.add_typer(validate.validate_app, name="validate", rich_help_panel=EXPERIMENTS)
@@ -69,6 +71,7 @@ app.command("sql", rich_help_panel=STORE)(db.sql_command)
 app.command("queries", rich_help_panel=STORE)(db.queries_command)
 app.add_typer(db.db_app, name="db", rich_help_panel=STORE)
 app.command("export", rich_help_panel=STORE)(db.export_command)
+app.command("export-neuronpedia", rich_help_panel=STORE)(features.export_neuronpedia_command)
 app.command("import-results", rich_help_panel=STORE)(db.import_results_command)
 
 

@@ -28,9 +28,8 @@ def sql_command(
     from saefeatures.store import queries
 
     render.check_format(fmt)
-    sql = queries.resolve(query)
     with workspace(db).open_store(read_only=True) as store:
-        render.print_arrow(store.user_query(sql), fmt)
+        render.print_arrow(queries.run(store, query), fmt)
 
 
 def queries_command() -> None:

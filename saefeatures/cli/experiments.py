@@ -197,6 +197,14 @@ def patch_command(
     score: Annotated[
         str, typer.Option("--score", help="Score the sweeps patch: anchors or replies.")
     ] = "anchors",
+    positions: Annotated[
+        str,
+        typer.Option(
+            "--positions",
+            help="Residual sweep: differing (the tokens where the prompts differ, and the "
+            "last) or all positions after the shared prefix.",
+        ),
+    ] = "differing",
     limit: Annotated[
         int | None, typer.Option("--limit", help="Only the first N situations.")
     ] = None,

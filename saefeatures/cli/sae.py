@@ -41,7 +41,10 @@ def train_command(
     ] = None,
     tokens: Annotated[int | None, typer.Option("--tokens", help="Training tokens.")] = None,
     dtype: Annotated[
-        str | None, typer.Option("--dtype", help="Harvest dtype: float32 or bfloat16.")
+        str | None,
+        typer.Option(
+            "--dtype", help="Harvest dtype: auto, float32 or bfloat16; default: the config's."
+        ),
     ] = None,
     seed: Annotated[int | None, typer.Option("--seed")] = None,
     dataset: Annotated[
@@ -109,7 +112,10 @@ def evaluate_command(
     ] = None,
     eval_tokens: Annotated[int | None, typer.Option("--eval-tokens")] = None,
     batch_size: Annotated[int | None, typer.Option("--batch-size")] = None,
-    dtype: Annotated[str | None, typer.Option("--dtype", help="float32 or bfloat16.")] = None,
+    dtype: Annotated[
+        str | None,
+        typer.Option("--dtype", help="auto, float32 or bfloat16; default: the training's."),
+    ] = None,
     device: DeviceOption = "auto",
     db: DbOption = DEFAULT_DB,
     out: OutOption = DEFAULT_OUT,

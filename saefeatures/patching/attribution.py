@@ -81,7 +81,7 @@ def _capture(
         taken["x"] = activation[0, : len(tokens)].detach().clone()
         return activation
 
-    forward(model, pair.prefix, tokens, score, 1, hooks=[(hook, take)])
+    forward(model, pair.prefix(model), tokens, score, 1, hooks=[(hook, take)])
     return taken["x"]
 
 
@@ -105,7 +105,7 @@ def attribute(
     error = corrupted.error.detach().clone().requires_grad_(True)
     with torch.enable_grad():
         rebuilt = Intervention(hook, Patch(sae.decode(acts) + error, targets))
-        value = forward(model, pair.prefix, pair.corrupted, score, 1, [rebuilt])
+        value = forward(model, pair.prefix(model), pair.corrupted, score, 1, [rebuilt])
         acts_grad, error_grad = torch.autograd.grad(value.sum(), [acts, error])
     delta = (clean.acts - corrupted.acts).float()
     attribution = (acts_grad.float() * delta).sum(0)
@@ -159,7 +159,7 @@ def _exact(
     variants += [with_clean(feature[None]) for feature in strongest]
     variants.append(sae.decode(corrupted.acts) + clean.error)
     patches = _replace(hook, targets, variants, score)
-    effects = forward(model, pair.prefix, pair.corrupted, score, len(variants), patches)
+    effects = forward(model, pair.prefix(model), pair.corrupted, score, len(variants), patches)
     effects = (effects.float() - corrupted_score).tolist()
     return FeaturePatch(
         attribution=attribution,

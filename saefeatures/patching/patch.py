@@ -2,12 +2,13 @@
 
 For each prompt pair the clean prompt (good or bad news) and its neutral corrupted
 prompt are scored with both reply scores (`reply_scores`), then clean activations are
-patched into the corrupted run (`patch_sweeps`): the residual stream before every layer
-at every position after the shared prefix (only the last position where the two prompts
-tokenize to different lengths: the fallback, counted in the summary), and every
-attention head's output at all those positions at once. Everything is computed first
-and written in one transaction (`pair_scores`, `patching_results`), replacing the
-model's earlier rows; the conclusions are defined in `patch_analysis`.
+patched into the corrupted run (`sweeps`): the residual stream before every layer at each
+position where the two prompts' tokens differ and at the last (the score's position;
+`--positions all`: every position after the shared prefix; only the last where the two
+prompts tokenize to different lengths: the fallback, counted in the summary), and every
+attention head's output at all positions after the shared prefix at once. Everything is
+computed first and written in one transaction (`pair_scores`, `patching_results`),
+replacing the model's earlier rows; the conclusions are defined in `conclusions`.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import torch
 
 from saefeatures import activations, models, progress
 from saefeatures.errors import SaefeaturesError
@@ -64,10 +66,7 @@ def patch(
         saes = [(row, loading.read_saelens(Path(row["path"]), options.device)) for row in sae_rows]
         store.register_model(run_id, model.describe())
         chosen_on = conclusions.selection_situations(conclusions.read_pairs(options.pairs))
-        results = [
-            _patch_pair(model, pair, scores, options, saes, pair.situation in chosen_on)
-            for pair in progress.track(pairs, "patching pairs")
-        ]
+        results = _patch_pairs(model, pairs, scores, options, saes, chosen_on)
         tagged = {
             key: [
                 {"run_id": run_id, "model": spec.name, **row}
@@ -150,51 +149,94 @@ def _sweep_table(rows: list[dict[str, Any]]) -> pa.Table:
     return pa.Table.from_pylist(rows, schema=schema)
 
 
+@dataclass
+class _Swept:
+    """One pair tokenized, its prompts run and swept: its grids of patched scores by level."""
+
+    ids: tuple[torch.Tensor, torch.Tensor]  # clean, corrupted
+    prepared: sweeps.PreparedPair
+    prompts: sweeps.Prompts
+    grids: dict[str, np.ndarray]
+
+
+def _patch_pairs(
+    model: models.LoadedModel,
+    pairs: list[Pair],
+    scores: dict[str, reply_scores.Score],
+    options: PatchOptions,
+    saes: list[tuple[dict[str, Any], Any]],
+    chosen_on: set[str],
+) -> list[dict[str, list[dict[str, Any]]]]:
+    """Every pair's rows, in the pairs' order; the sweeps run in batches of pairs of
+    similar suffix lengths (a batch pads its rows to its longest)."""
+    encoded = [_encode(model, pair) for pair in pairs]
+    results: list[dict[str, list[dict[str, Any]]]] = [{} for _ in pairs]
+    with progress.bar("patching pairs", len(pairs)) as shown:
+        for batch in sweeps.batches([(c.tolist(), x.tolist()) for c, x in encoded]):
+            swept = _sweep(model, [encoded[i] for i in batch], scores, options)
+            for index, one in zip(batch, swept, strict=True):
+                pair = pairs[index]
+                results[index] = _patch_pair(
+                    model, pair, one, scores, options, saes, pair.situation in chosen_on
+                )
+                shown.advance()
+    return results
+
+
+def _encode(model: models.LoadedModel, pair: Pair) -> tuple[torch.Tensor, torch.Tensor]:
+    """The clean and corrupted prompts' token ids."""
+    clean, corrupted = (
+        model.encode([reply_scores.prompt_text(model, text)], chat_formatted=True)["input_ids"][0]
+        for text in (pair.clean, pair.corrupted)
+    )
+    return clean, corrupted
+
+
+def _sweep(
+    model: models.LoadedModel,
+    encoded: list[tuple[torch.Tensor, torch.Tensor]],
+    scores: dict[str, reply_scores.Score],
+    options: PatchOptions,
+) -> list[_Swept]:
+    """Run a batch of pairs' prompts, and sweep the levels asked for, all pairs at once."""
+    prepared = [sweeps.prepare(model, c.tolist(), x.tolist()) for c, x in encoded]
+    heads = options.level in ("heads", "all")
+    prompts = sweeps.run_prompts(model, prepared, scores, options.score, heads)
+    swept, every = scores[options.score], options.positions == "all"
+    sweepers = {
+        "resid": lambda: sweeps.resid_sweep(model, prepared, swept, prompts, every),
+        "heads": lambda: sweeps.head_sweep(model, prepared, swept, prompts),
+    }
+    grids = {
+        level: [g.float().cpu().numpy() for g in sweep()]
+        for level, sweep in sweepers.items()
+        if options.level in (level, "all")
+    }
+    return [
+        _Swept(ids, p, prompt, {level: g[i] for level, g in grids.items()})
+        for i, (ids, p, prompt) in enumerate(zip(encoded, prepared, prompts, strict=True))
+    ]
+
+
 def _patch_pair(
     model: models.LoadedModel,
     pair: Pair,
+    swept: _Swept,
     scores: dict[str, reply_scores.Score],
     options: PatchOptions,
     saes: list[tuple[dict[str, Any], Any]],
     selection: bool,
 ) -> dict[str, list[dict[str, Any]]]:
-    """One pair's scores, its residual and head sweeps, and its feature-level patches."""
-    clean_ids, corrupted_ids = (
-        model.encode([reply_scores.prompt_text(model, text)], chat_formatted=True)["input_ids"][0]
-        for text in (pair.clean, pair.corrupted)
-    )
-    prepared = sweeps.prepare(model, clean_ids.tolist(), corrupted_ids.tolist())
-    swept = scores[options.score]
-    clean = sweeps.clean_run(model, prepared, swept, heads=options.level in ("heads", "all"))
-    values = {
-        name: (
-            clean.score
-            if name == options.score
-            else sweeps.prompt_score(model, prepared, prepared.clean, score),
-            sweeps.prompt_score(model, prepared, prepared.corrupted, score),
-        )
-        for name, score in scores.items()
-    }
+    """One pair's scores, its residual and head sweep rows, and its feature-level patches."""
+    prepared, values = swept.prepared, swept.prompts.values
     described = {"pair_id": pair.id, "condition": pair.condition}
-    score_rows = _score_rows(
-        pair, described, scores, values, prepared, (len(clean_ids), len(corrupted_ids)), selection
-    )
+    n_tokens = (len(swept.ids[0]), len(swept.ids[1]))
+    score_rows = _score_rows(pair, described, scores, values, prepared, n_tokens, selection)
     clean_value, corrupted_value = values[options.score]
     gap = clean_value - corrupted_value
-    sweep_rows = _sweep_rows(
-        model,
-        prepared,
-        swept,
-        clean,
-        options,
-        described,
-        clean_ids,
-        corrupted_ids,
-        corrupted_value,
-        gap,
-    )
+    sweep_rows = _sweep_rows(model, swept, options, described, corrupted_value, gap)
     features, faithfulness = _feature_rows(
-        model, prepared, swept, saes, described, corrupted_value, gap
+        model, prepared, scores[options.score], saes, described, corrupted_value, gap
     )
     return {
         "scores": score_rows,
@@ -235,17 +277,15 @@ def _score_rows(
 
 def _sweep_rows(
     model: models.LoadedModel,
-    prepared: sweeps.PreparedPair,
-    swept: reply_scores.Score,
-    clean: sweeps.CleanRun,
+    swept: _Swept,
     options: PatchOptions,
     described: dict[str, Any],
-    clean_ids: Any,
-    corrupted_ids: Any,
     corrupted_value: float,
     gap: float,
 ) -> list[dict[str, Any]]:
     """The residual and head sweeps of the levels asked for, as one row per patch."""
+    prepared = swept.prepared
+    clean_ids, corrupted_ids = swept.ids
     extra = json.dumps({"score": options.score, "aligned": prepared.aligned})
 
     def differs(position: int | None) -> bool | None:
@@ -272,21 +312,20 @@ def _sweep_rows(
         ]
 
     sweep_rows = []
-    if options.level in ("resid", "all"):
-        grid = sweeps.resid_sweep(model, prepared, swept, clean).float().cpu().numpy()
+    if "resid" in swept.grids:
+        every = options.positions == "all"
         positions = [
-            prepared.prefix_length + target for target, _ in sweeps.patch_positions(prepared)
+            prepared.prefix_length + target for target, _ in sweeps.resid_positions(prepared, every)
         ]
         index = [
             (layer, position, None) for layer in range(model.n_layers) for position in positions
         ]
-        sweep_rows += rows("resid", grid.ravel(), index)
-    if options.level in ("heads", "all"):
-        grid = sweeps.head_sweep(model, prepared, swept, clean).float().cpu().numpy()
+        sweep_rows += rows("resid", swept.grids["resid"].ravel(), index)
+    if "heads" in swept.grids:
         index = [
             (layer, None, head) for layer in range(model.n_layers) for head in range(model.n_heads)
         ]
-        sweep_rows += rows("heads", grid.ravel(), index)
+        sweep_rows += rows("heads", swept.grids["heads"].ravel(), index)
     return sweep_rows
 
 

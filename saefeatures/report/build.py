@@ -16,7 +16,14 @@ from typing import Any
 
 from saefeatures import __version__, compare
 from saefeatures.errors import SaefeaturesError
-from saefeatures.report import choices, findings, interventions, readouts, representations
+from saefeatures.report import (
+    choices,
+    dashboards,
+    findings,
+    interventions,
+    readouts,
+    representations,
+)
 from saefeatures.report.page import Section, document, fetch
 from saefeatures.store.database import Store
 
@@ -234,6 +241,7 @@ SECTIONS: list[Callable[[Store], Section]] = [
     representations.pca_and_cosines,
     representations.saes,
     representations.alignment,
+    dashboards.features,
     representations.umap,
     interventions.steering,
     interventions.patching,

@@ -2,8 +2,9 @@
 
 plotly.js is inlined once, so the file opens offline and from anywhere. The page counts
 its own script errors and console errors into attributes of <html> (`data-errors`) and
-marks each figure once plotly has drawn it (`data-rendered`), so a headless browser's
-DOM dump shows whether everything rendered.
+marks each figure once plotly has drawn it (`data-rendered`) and each feature example
+shown shaded (`data-shaded`), so a headless browser's DOM dump shows whether everything
+rendered.
 """
 
 from __future__ import annotations
@@ -27,6 +28,16 @@ th, td { border: 1px solid #ddd; padding: .25rem .5rem; text-align: left; }
 th { background: #f3f3f3; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
 p.empty { color: #777; font-style: italic; } .figure { margin: 1rem 0; }
 nav a { margin-right: .8rem; } code { background: #f3f3f3; padding: 0 .2rem; }
+.dashboard { border-top: 1px solid #eee; margin: 1rem 0; } .panels { display: flex; gap: 1.5rem; }
+.examples { flex: 1; min-width: 0; } .side { flex: 1; min-width: 0; overflow-x: auto; }
+.side table { font-size: .75rem; } .side th, .side td { padding: .15rem .3rem; }
+.example { font-family: ui-monospace, monospace; font-size: .8rem; margin: .3rem 0;
+  white-space: pre-wrap; word-break: break-word; }
+.example .where { color: #777; margin-right: .6rem; } .tok.peak { outline: 1px solid #c60; }
+.histogram { display: flex; align-items: flex-end; height: 70px; gap: 1px; }
+.histogram .bar { flex: 1; background: #d98a2b; min-height: 1px; }
+.axis { display: flex; justify-content: space-between; font-size: .75rem; color: #777; }
+input.index-filter { width: 20rem; padding: .25rem; }
 """
 # Runs before anything else: counts uncaught errors and console.error/warn calls.
 GUARD = """
@@ -41,14 +52,40 @@ GUARD = """
   });
 })();
 """
-# After load: marks every figure div that plotly has drawn into.
+# After load: marks every figure div that plotly has drawn into, and every feature example
+# shown with at least one token on a visible, non-transparent background.
 MARK_RENDERED = """
 window.addEventListener('load', function () {
   setTimeout(function () {
     document.querySelectorAll('.figure .plotly-graph-div').forEach(function (div) {
       if (div.querySelector('svg.main-svg')) { div.dataset.rendered = 'yes'; }
     });
+    document.querySelectorAll('.example').forEach(function (example) {
+      var shaded = Array.prototype.some.call(example.querySelectorAll('.tok'), function (tok) {
+        var colour = getComputedStyle(tok).backgroundColor;
+        return tok.getClientRects().length > 0 && colour !== 'transparent' &&
+          colour !== 'rgba(0, 0, 0, 0)';
+      });
+      if (shaded) { example.dataset.shaded = 'yes'; }
+    });
   }, 200);
+});
+"""
+
+# The feature index's search box: a row stays when every word matches (a number: the
+# feature id; other words: its tokens or emotions).
+FILTER_INDEX = """
+document.querySelectorAll('input.index-filter').forEach(function (input) {
+  var rows = document.getElementById(input.dataset.table).tBodies[0].rows;
+  input.addEventListener('input', function () {
+    var words = input.value.toLowerCase().split(/\\s+/).filter(Boolean);
+    Array.prototype.forEach.call(rows, function (row) {
+      row.hidden = !words.every(function (word) {
+        return /^\\d+$/.test(word) ? row.dataset.feature === word
+          : row.dataset.search.indexOf(word) >= 0;
+      });
+    });
+  });
 });
 """
 
@@ -63,6 +100,10 @@ class Section:
 
     def text(self, text: str) -> None:
         self.blocks.append(f"<p>{text}</p>")
+
+    def html(self, block: str) -> None:
+        """A block of HTML the report writes itself, with every value in it escaped."""
+        self.blocks.append(block)
 
     def empty(self, why: str) -> None:
         """Say what is missing and which command makes it."""
@@ -112,7 +153,7 @@ def document(title: str, intro: str, sections: list[Section]) -> str:
         f"<title>{html.escape(title)}</title><style>{STYLE}</style>"
         f"<script>{GUARD}</script><script>{get_plotlyjs()}</script></head>"
         f"<body><h1>{html.escape(title)}</h1>{intro}<nav>{nav}</nav>{body}"
-        f"<script>{MARK_RENDERED}</script></body></html>"
+        f"<script>{FILTER_INDEX}</script><script>{MARK_RENDERED}</script></body></html>"
     )
 
 

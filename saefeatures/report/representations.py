@@ -204,13 +204,7 @@ def alignment(store: Store) -> Section:
     section.text("Mean over emotions of each alignment measure:")
     columns = ["model", "sae_id", "layer", "corpus", "metric", "mean", "run_id"]
     section.table(columns, summary)
-    top = fetch(
-        store,
-        "SELECT model, sae_id, layer, corpus, emotion, rank, feature, score, "
-        "run_id FROM alignments WHERE method = 'decoder_cosine' AND rank <= 3 AND "
-        "list_contains(?, emotion) ORDER BY ALL",
-        [list(SHOWN_EMOTIONS)],
-    )
+    top = top_aligned(store)
     columns = [
         "model",
         "sae_id",
@@ -222,9 +216,23 @@ def alignment(store: Store) -> Section:
         "score",
         "run_id",
     ]
-    section.text("Top features by decoder cosine for a few emotions:")
+    section.text(
+        "Top features by decoder cosine for a few emotions (each has a dashboard under "
+        '<a href="#features">Feature dashboards</a>):'
+    )
     section.table(columns, top)
     return section
+
+
+def top_aligned(store: Store) -> list[dict]:
+    """The features the alignment section lists: the top 3 by decoder cosine of a few emotions."""
+    return fetch(
+        store,
+        "SELECT model, sae_id, layer, corpus, emotion, rank, feature, score, "
+        "run_id FROM alignments WHERE method = 'decoder_cosine' AND rank <= 3 AND "
+        "list_contains(?, emotion) ORDER BY ALL",
+        [list(SHOWN_EMOTIONS)],
+    )
 
 
 def umap(store: Store) -> Section:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -184,7 +186,11 @@ def read_sparsify(path: Path, device: str = "cpu") -> Any:
 
 
 def read_pretrained(release: str, sae_id: str, device: str = "cpu") -> Any:
-    """SAELens' pretrained registry: `SAE.from_pretrained(release, sae_id)` (needs the hub)."""
+    """SAELens' pretrained registry: `SAE.from_pretrained(release, sae_id)`.
+
+    Online it downloads into the Hugging Face cache; with `HF_HUB_OFFLINE=1` it reads
+    that cache alone (`HF_HOME`, `HF_HUB_CACHE`), as a machine without network does."""
+    from huggingface_hub import constants
     from sae_lens import SAE
     from sae_lens.loading.pretrained_saes_directory import get_pretrained_saes_directory
 
@@ -206,17 +212,58 @@ def read_pretrained(release: str, sae_id: str, device: str = "cpu") -> Any:
     if not _hub_reachable():
         raise SaefeaturesError(
             f"cannot reach the Hugging Face hub to download {release}/{sae_id} (no network); "
-            "download the SAE elsewhere and pass its folder with --path"
+            "set HF_HUB_OFFLINE=1 to read it from the Hugging Face cache, or pass its folder "
+            "with --path"
         )
+    from huggingface_hub.errors import EntryNotFoundError
     from huggingface_hub.utils import logging as hub_logging
 
     hub_logging.set_verbosity_error()
+    offline = bool(constants.HF_HUB_OFFLINE)
     try:
-        return SAE.from_pretrained(release, sae_id, device=models.concrete_device(device))
+        with _tensor_shapes_from_cache(offline):
+            return SAE.from_pretrained(release, sae_id, device=models.concrete_device(device))
     except Exception as error:  # the hub raises many types for one cause
+        if offline and isinstance(error, EntryNotFoundError | FileNotFoundError):
+            raise SaefeaturesError(
+                f"{release}/{sae_id} is not in the Hugging Face cache {constants.HF_HUB_CACHE}, "
+                "and HF_HUB_OFFLINE=1 forbids downloading it; download it where the hub is "
+                "reachable, or pass the SAE's folder with --path"
+            ) from None
         raise SaefeaturesError(
             f"could not load {release}/{sae_id} from the hub: {_one_line(error)}"
         ) from None
+
+
+@contextmanager
+def _tensor_shapes_from_cache(offline: bool) -> Iterator[None]:
+    """Offline, SAELens' loaders read tensor shapes from the cached safetensors file.
+
+    For some releases (Gemma Scope 2) SAELens reads the shapes of the weights with HTTP
+    range requests, which bypass the Hugging Face cache and fail without network; the
+    header of the same file, once in the cache, says the same. Online nothing changes.
+    """
+    from sae_lens.loading import pretrained_sae_loaders as loaders
+
+    original = getattr(loaders, "get_safetensors_tensor_shapes", None)
+    if not offline or original is None:
+        yield
+        return
+    loaders.get_safetensors_tensor_shapes = _cached_tensor_shapes
+    try:
+        yield
+    finally:
+        loaders.get_safetensors_tensor_shapes = original
+
+
+def _cached_tensor_shapes(repo_id: str, filename: str) -> dict[str, list[int]]:
+    """Shapes of the tensors of a safetensors file of a hub repo, read from the cache."""
+    from huggingface_hub import hf_hub_download
+    from safetensors import safe_open
+
+    path = hf_hub_download(repo_id, filename)
+    with safe_open(path, framework="pt") as handle:
+        return {name: list(handle.get_slice(name).get_shape()) for name in handle.keys()}  # noqa: SIM118
 
 
 # -- fitting an SAE to a model ---------------------------------------------------------

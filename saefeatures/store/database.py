@@ -292,22 +292,22 @@ class Store:
             ).fetchall()
         ]
 
-    def query(self, sql: str, params: list[Any] | None = None) -> pa.Table:
-        """Run one of the package's statements and return its result as Arrow. An error
-        here is a bug, so DuckDB's exception propagates with its traceback."""
+    def query(self, sql: str, params: list[Any] | dict[str, Any] | None = None) -> pa.Table:
+        """Run one of the package's statements (parameters `?` from a list, `$name` from a
+        dict) and return its result as Arrow. An error here is a bug, so DuckDB's exception
+        propagates with its traceback."""
         relation = self.con.sql(sql, params=params)
         return relation.to_arrow_table() if relation is not None else pa.table({})
 
-    def user_query(self, sql: str) -> pa.Table:
-        """Run the user's statement (`saefeatures sql`): its errors are theirs to fix, so
-        each becomes one line."""
+    def user_query(self, sql: str, params: dict[str, Any] | None = None) -> pa.Table:
+        """Run the user's statement (`saefeatures sql`, `sql` of the Python API) with its
+        `$name` parameters: its errors are theirs to fix, so each becomes one line."""
         try:
-            return self.query(sql)
+            return self.query(sql, params)
         except duckdb.Error as error:
             if "read-only" in str(error).lower():
                 raise SaefeaturesError(
-                    "`saefeatures sql` is read-only: it runs queries, not writes "
-                    f"({_one_line(error)})"
+                    f"the store is open read-only: it runs queries, not writes ({_one_line(error)})"
                 ) from None
             raise SaefeaturesError(f"SQL error: {_one_line(error)}") from None
 

@@ -7,9 +7,13 @@ so the README's examples run as `saefeatures sql top_features_per_emotion`.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
 
 from saefeatures.config import project_data
 from saefeatures.errors import SaefeaturesError
+from saefeatures.store.database import Store
 
 
 def shipped() -> dict[str, Path]:
@@ -39,3 +43,9 @@ def resolve(text: str) -> str:
             )
         return path.read_text()
     return text
+
+
+def run(store: Store, text: str, params: dict[str, Any] | None = None) -> pa.Table:
+    """The user's query (`text` as `resolve` reads it) with its `$name` parameters: what
+    `saefeatures sql` prints and the Python API's `sql` returns."""
+    return store.user_query(resolve(text), params)

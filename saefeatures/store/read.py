@@ -38,7 +38,8 @@ def read_vectors(store: Store, model: str, corpus: str, method: str) -> VectorSe
     )
     if rows.num_rows == 0:
         raise SaefeaturesError(
-            f"no {method} vectors for model {model} and corpus {corpus}; make them with "
+            f"no {method} vectors for model {model} and corpus {corpus} (the store has "
+            f"{stored_vectors(store)}); make them with "
             f"`saefeatures vectors --model {model} --corpus {corpus}`"
         )
     emotions = list(dict.fromkeys(rows["emotion"].to_pylist()))
@@ -65,14 +66,34 @@ def vectors_at(
     absent = [layer for layer in layers if layer not in vector_set.layers]
     if missing or absent:
         what = ", ".join(missing) if missing else f"layers {', '.join(map(str, absent))}"
+        have = f"emotions {', '.join(vector_set.emotions)} at layers " + ", ".join(
+            map(str, vector_set.layers)
+        )
         raise SaefeaturesError(
-            f"no {method} vectors for {what} ({model}, corpus {corpus}); make them with "
+            f"no {method} vectors for {what} ({model}, corpus {corpus}; stored: {have}); "
+            "make them with "
             f"`saefeatures vectors --model {model} --corpus {corpus}` (with --emotions and "
             "--layers to cover them)"
         )
     rows = [vector_set.emotions.index(e) for e in emotions]
     columns = [vector_set.layers.index(layer) for layer in layers]
     return VectorSet(list(emotions), list(layers), vector_set.vectors[rows][:, columns])
+
+
+def stored_vectors(store: Store) -> str:
+    """Which vectors the store has, by model, corpus and method, for an error message."""
+    rows = store.query(
+        "SELECT model, corpus, method, list_sort(list(DISTINCT layer)) AS layers "
+        "FROM emotion_vectors GROUP BY ALL ORDER BY ALL"
+    ).to_pylist()
+    return (
+        "; ".join(
+            f"{r['method']} vectors of {r['model']} on corpus {r['corpus']} at layers "
+            + ", ".join(map(str, r["layers"]))
+            for r in rows
+        )
+        or "no vectors"
+    )
 
 
 def vector_emotions(store: Store, model: str, corpus: str, method: str = "denoised") -> list[str]:

@@ -177,6 +177,12 @@ def test_feature_tables_agree_with_the_activations(aligned):
     assert len(snippets) == 5 and all("[[" in s["text"] for s in snippets)
     peak = next(row["peak"] for row in stats if row["feature"] == PLANTED)
     assert snippets[0]["value"] == pytest.approx(peak, rel=1e-4)
+    lens = _rows(db, "SELECT promoted_tokens, promoted_logits, suppressed_tokens FROM features")
+    entries = {chr(code) for code in range(256, 324)}  # byte-level vocabulary marks, e.g. Ġ
+    for row in lens:
+        tokens = row["promoted_tokens"] + row["suppressed_tokens"]
+        assert len(tokens) == 20 and not entries & set("".join(tokens))
+        assert row["promoted_logits"] == sorted(row["promoted_logits"], reverse=True)
     corpora = {
         row["corpus"] for row in _rows(db, "SELECT DISTINCT corpus FROM feature_activations")
     }

@@ -83,7 +83,7 @@ def _store(tmp_path: Path, aligned: bool = True) -> Store:
                 "run_id": [run_id] * 2,
                 "sae_id": ["tiny-sae"] * 2,
                 "feature": [0, 20],
-                "top_tokens": [["glad", "<b>"], ["tear"]],
+                "promoted_tokens": [["glad", "<b>"], ["tear"]],
             },
         )
         if aligned:

@@ -54,7 +54,7 @@ def test_layers_scales_and_names():
         (lambda: options.VectorOptions(min_passages=0), "--min-passages must be at least 1"),
         (lambda: options.PatchOptions(level="mlp"), "unknown --level"),
         (lambda: options.RetrievalOptions(split="half"), "unknown --split"),
-        (lambda: options.TrainOptions(dtype="auto"), "unknown --dtype 'auto'"),
+        (lambda: options.TrainOptions(dtype="float16"), "unknown --dtype 'float16'"),
         (lambda: options.RunOptions(models=()), "no model given"),
         (lambda: options.RunOptions(force=frozenset({"vectorz"})), "unknown stage vectorz"),
         (lambda: options.StoryOptions(temperature=0.0), "--temperature"),
@@ -69,6 +69,11 @@ def test_good_options_are_accepted_with_their_defaults():
     made = options.RunOptions(force=frozenset({"all"}))
     assert made.forced == frozenset(options.STAGES)
     assert options.TrainOptions(dtype=None, layers="all").layers == "all"
+    assert (
+        options.TrainOptions(dtype="auto").dtype
+        == options.EvaluateOptions(sae_id="s", dtype="auto").dtype
+        == "auto"
+    )
     assert options.SteerOptions().scales == (0.05, 0.1, 0.2, 0.4)
 
 

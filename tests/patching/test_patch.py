@@ -15,7 +15,7 @@ import transformer_lens.patching as tl_patching
 
 from saefeatures import models
 from saefeatures.errors import SaefeaturesError
-from saefeatures.patching import attribution, conclusions, patch, reply_scores, sweeps
+from saefeatures.patching import attribution, conclusions, layerwise, patch, reply_scores, sweeps
 from saefeatures.sae import loading
 from saefeatures.store.database import Store
 from tests.conftest import assert_user_error, run_cli
@@ -48,6 +48,11 @@ def _ids(model, text: str) -> list[int]:
     return model.encode([reply_scores.prompt_text(model, text)], True)["input_ids"][0].tolist()
 
 
+def _prompts(model, pairs, score: reply_scores.Score) -> list[sweeps.Prompts]:
+    """The pairs' prompts run for one score (the swept one), hook_z captured."""
+    return sweeps.run_prompts(model, pairs, {score.name: score}, score.name, heads=True)
+
+
 def _score(model) -> reply_scores.Score:
     """The anchor score where the model has one (chat), else two fixed tokens."""
     if model.is_chat:
@@ -61,10 +66,20 @@ def test_resid_sweep_equals_transformer_lens(name, request):
     score = _score(model)
     clean_ids, corrupted_ids = _ids(model, CLEAN), _ids(model, CORRUPTED)
     pair = sweeps.prepare(model, clean_ids, corrupted_ids)
-    clean = sweeps.clean_run(model, pair, score, heads=False)
-    corrupted = sweeps.prompt_score(model, pair, pair.corrupted, score)
+    prompts = _prompts(model, [pair], score)
+    clean_score, corrupted = prompts[0].values[score.name]
     ours = torch.full((model.n_layers, len(corrupted_ids)), corrupted)
-    ours[:, pair.prefix_length :] = sweeps.resid_sweep(model, pair, score, clean)
+    ours[:, pair.prefix_length :] = sweeps.resid_sweep(model, [pair], score, prompts, True)[0]
+    # By default only where the prompts differ and at the last position: the same numbers.
+    (default,) = sweeps.resid_sweep(model, [pair], score, prompts)
+    chosen = sweeps.resid_positions(pair)
+    differing = [
+        i for i, (c, x) in enumerate(zip(pair.clean, pair.corrupted, strict=True)) if c != x
+    ]
+    assert [target for target, _ in chosen] == [*differing, len(pair.corrupted) - 1]
+    torch.testing.assert_close(
+        default, ours[:, [pair.prefix_length + target for target, _ in chosen]], atol=1e-5, rtol=0
+    )
 
     _, cache = model.bridge.run_with_cache(torch.tensor([clean_ids]))
     theirs = tl_patching.get_act_patch_resid_pre(
@@ -73,7 +88,7 @@ def test_resid_sweep_equals_transformer_lens(name, request):
         cache,
         lambda lg: score.reduce(_columns(score, lg[:, -1:]))[0],
     )
-    gap = clean.score - corrupted
+    gap = clean_score - corrupted
     assert abs(gap) > 1e-3  # a pair that differs, or the normalisation means nothing
     torch.testing.assert_close(
         (ours - corrupted) / gap, (theirs - corrupted) / gap, atol=1e-4, rtol=0
@@ -84,7 +99,7 @@ def test_head_patch_equals_a_hand_made_one_head_patch(tiny_chat):
     model, score = tiny_chat, _score(tiny_chat)
     clean_ids, corrupted_ids = _ids(model, CLEAN), _ids(model, CORRUPTED)
     pair = sweeps.prepare(model, clean_ids, corrupted_ids)
-    swept = sweeps.head_sweep(model, pair, score, sweeps.clean_run(model, pair, score, heads=True))
+    (swept,) = sweeps.head_sweep(model, [pair], score, _prompts(model, [pair], score))
     layer, head = 2, 3
     d_head = model.d_model // model.n_heads
     # By hand, with a plain PyTorch pre-hook on the output projection (no bridge hook):
@@ -119,7 +134,9 @@ def test_scores_match_a_direct_full_forward(tiny_chat):
     model = tiny_chat
     ids = _ids(model, CLEAN)
     pair = sweeps.prepare(model, ids, _ids(model, CORRUPTED))
-    replies = reply_scores.replies_score(model)
+    replies, anchors = reply_scores.replies_score(model), reply_scores.anchor_score(model)
+    scores = {"replies": replies, "anchors": anchors}
+    (prompts,) = sweeps.run_prompts(model, [pair], scores, "anchors", heads=False)
     with torch.no_grad():
         logprobs = [
             torch.log_softmax(model.bridge(torch.tensor([ids + list(reply)]))[0].float(), -1)
@@ -130,16 +147,14 @@ def test_scores_match_a_direct_full_forward(tiny_chat):
         for lp, reply in zip(logprobs, replies.continuations, strict=True)
     ]
     expected = np.mean(total[:3]) - np.mean(total[3:])
-    assert sweeps.prompt_score(model, pair, pair.clean, replies) == pytest.approx(
-        expected, abs=1e-4
-    )
-    anchors = reply_scores.anchor_score(model)
-    last = logprobs[0].new_tensor(0)  # the anchor score reads raw logits at the prompt's end
+    assert prompts.values["replies"][0] == pytest.approx(expected, abs=1e-4)
+    # The anchor score reads raw logits at the prompt's end.
     with torch.no_grad():
         last = model.bridge(torch.tensor([ids]))[0, -1].float()
     expected = last[list(anchors.positive)].mean() - last[list(anchors.negative)].mean()
-    assert sweeps.prompt_score(model, pair, pair.clean, anchors) == pytest.approx(
-        float(expected), abs=1e-4
+    assert prompts.values["anchors"][0] == pytest.approx(float(expected), abs=1e-4)
+    assert prompts.values["anchors"][1] == pytest.approx(
+        _direct_score(model, anchors, _ids(model, CORRUPTED)), abs=1e-4
     )
 
 
@@ -156,12 +171,140 @@ def test_unequal_lengths_fall_back_to_the_last_position(tiny_chat):
     score = _score(tiny_chat)
     pair = sweeps.prepare(tiny_chat, _ids(tiny_chat, CLEAN), _ids(tiny_chat, "Bad news."))
     assert not pair.aligned
-    clean = sweeps.clean_run(tiny_chat, pair, score, heads=True)
-    grid = sweeps.resid_sweep(tiny_chat, pair, score, clean)
+    prompts = _prompts(tiny_chat, [pair], score)
+    (grid,) = sweeps.resid_sweep(tiny_chat, [pair], score, prompts)
     assert grid.shape == (tiny_chat.n_layers, 1)
     # Layer 0 at the last position sees the same token in both prompts: nothing moves.
-    corrupted = sweeps.prompt_score(tiny_chat, pair, pair.corrupted, score)
+    corrupted = prompts[0].values[score.name][1]
     assert abs(float(grid[0, 0]) - corrupted) < 1e-5
+
+
+# Three pairs of different suffix lengths, the last of unequal lengths (last position only).
+BATCHED = [
+    (CLEAN, CORRUPTED),
+    ("Great news, my old friend!", "Awful news, my old friend!"),
+    (CLEAN, "Bad news."),
+]
+
+
+def _direct_score(model, score: reply_scores.Score, ids: list[int], hooks=()) -> float:
+    """The score of a prompt run whole through the bridge, once per continuation, with no
+    cache and no batching, and `hooks` on every run."""
+    kept = []
+    for continuation in score.continuations:
+        with torch.no_grad(), model.hooks(list(hooks)):
+            logits = model.bridge(torch.tensor([ids + list(continuation)]))[0]
+        rows = logits[len(ids) - 1 : len(ids) - 1 + score.keep]
+        kept.append(torch.cat([rows, rows[-1:].expand(score.keep - len(rows), -1)]))
+    return float(score.reduce(_columns(score, torch.stack(kept)))[0])
+
+
+def _clean_activation(model, ids: list[int], name: str) -> torch.Tensor:
+    """An activation of a whole clean run through the bridge, [positions, ...]."""
+    taken = {}
+
+    def take(activation, hook=None):
+        taken["value"] = activation[0].detach().clone()
+        return activation
+
+    with torch.no_grad(), model.hooks([(name, take)]):
+        model.bridge(torch.tensor([ids]))
+    return taken["value"]
+
+
+def _put(positions: list[int], values: torch.Tensor, head: int | None = None):
+    def put(activation, hook=None):
+        activation = activation.clone()
+        if head is None:
+            activation[0, positions] = values
+        else:
+            activation[0, positions, head] = values
+        return activation
+
+    return put
+
+
+def _direct_resid(model, score, clean_ids, corrupted_ids, pair, layer, target, origin):
+    """One residual patch by hand: clean resid_pre at `origin` into the corrupted prompt
+    at `target` (suffix positions), in a whole run."""
+    name = sweeps.resid_hook(layer)
+    value = _clean_activation(model, clean_ids, name)[pair.prefix_length + origin]
+    at = [pair.prefix_length + target]
+    return _direct_score(model, score, corrupted_ids, [(name, _put(at, value))])
+
+
+def _direct_head(model, score, clean_ids, corrupted_ids, pair, layer, head):
+    """One head patch by hand: the head's clean hook_z at every patched position."""
+    name = sweeps.z_hook(layer)
+    positions = sweeps.patch_positions(pair)
+    values = _clean_activation(model, clean_ids, name)[
+        [pair.prefix_length + origin for _, origin in positions], head
+    ]
+    at = [pair.prefix_length + target for target, _ in positions]
+    return _direct_score(model, score, corrupted_ids, [(name, _put(at, values, head))])
+
+
+@pytest.mark.parametrize(
+    ("name", "score_name"),
+    [("tiny_llama", "fixed"), ("tiny_gemma", "fixed"), ("tiny_chat", "replies")],
+)
+def test_sweeps_of_pairs_of_different_lengths_batched_equal_patches_by_hand(
+    name, score_name, request, monkeypatch
+):
+    """Pairs of different lengths in one batch (packed positions, rows joining at their
+    layer, layer calls on chunks of rows, a sliding window in Gemma, reply continuations
+    on their own branches) give the scores of patches made by hand in whole unbatched
+    runs, and those of one pair alone."""
+    monkeypatch.setattr(layerwise, "TOKENS_PER_CALL", 64)
+    model = request.getfixturevalue(name)
+    score = _score(model) if score_name == "fixed" else reply_scores.replies_score(model)
+    ids = [(_ids(model, clean), _ids(model, corrupted)) for clean, corrupted in BATCHED]
+    pairs = [sweeps.prepare(model, c, x) for c, x in ids]
+    prompts = _prompts(model, pairs, score)
+    assert [p.aligned for p in pairs] == [True, True, False]
+    assert len({len(p.corrupted) for p in pairs}) == 3
+    resid = sweeps.resid_sweep(model, pairs, score, prompts, every_position=True)
+    heads = sweeps.head_sweep(model, pairs, score, prompts)
+    for (clean_ids, corrupted_ids), pair, prompt, grid, by_head in zip(
+        ids, pairs, prompts, resid, heads, strict=True
+    ):
+        clean_value, corrupted_value = prompt.values[score.name]
+        assert clean_value == pytest.approx(_direct_score(model, score, clean_ids), abs=1e-4)
+        assert corrupted_value == pytest.approx(
+            _direct_score(model, score, corrupted_ids), abs=1e-4
+        )
+        positions = sweeps.patch_positions(pair)
+        checked = sorted({0, 1, len(positions) - 1} & set(range(len(positions))))
+        for layer in range(model.n_layers):
+            for column in checked:
+                target, origin = positions[column]
+                expected = _direct_resid(
+                    model, score, clean_ids, corrupted_ids, pair, layer, target, origin
+                )
+                assert float(grid[layer, column]) == pytest.approx(expected, abs=1e-4)
+            for head in range(model.n_heads):
+                expected = _direct_head(model, score, clean_ids, corrupted_ids, pair, layer, head)
+                assert float(by_head[layer, head]) == pytest.approx(expected, abs=1e-4)
+        (alone,) = sweeps.resid_sweep(model, [pair], score, [prompt], every_position=True)
+        torch.testing.assert_close(alone, grid, atol=1e-4, rtol=0)
+        (alone,) = sweeps.head_sweep(model, [pair], score, [prompt])
+        torch.testing.assert_close(alone, by_head, atol=1e-4, rtol=0)
+
+
+def test_packed_layouts_see_only_their_own_sequence_and_context():
+    prompt = torch.arange(6)
+    layout = layerwise.prompt_layout(prompt, [(7, 8, 9), (10, 11)], keep=4)
+    # Branches: 7, 8 (its last token 9 is read by no output) and 10; each sees the prompt.
+    assert layout.tokens.tolist() == [0, 1, 2, 3, 4, 5, 7, 8, 10]
+    assert layout.positions.tolist() == [0, 1, 2, 3, 4, 5, 6, 7, 6]
+    assert layout.sees[8].tolist() == [True] * 6 + [False, False, True]
+    assert layout.kept.tolist() == [[5, 6, 7, 5], [5, 8, 5, 5]]
+    packed = layerwise.pack([layerwise.cut(layout, 4), layerwise.cut(layout, 5)])
+    assert packed.firsts.tolist() == [0, 5]
+    assert packed.source.tolist() == [4, 5, 6, 7, 8, 5, 6, 7, 8]
+    assert packed.context.tolist() == [4] * 5 + [5] * 4
+    assert not packed.sees[:5, 5:].any() and not packed.sees[5:, :5].any()
+    assert packed.kept.tolist() == [[1, 2, 3, 1], [1, 4, 1, 1], [5, 6, 7, 5], [5, 8, 5, 5]]
 
 
 # -- the conclusions on hand-made numbers ------------------------------------------------
@@ -327,6 +470,36 @@ def test_patch_command_stores_scores_and_sweeps(tiny_chat_dir, tmp_path):
     assert peaks == 2
     assert (tmp_path / "out" / "patching").is_dir()
 
+    # By default the residual is patched where the prompts differ and at the last position;
+    # `--positions all` adds every position in between, with the same effects where both are.
+    default = _resid_effects(db)
+    assert run_cli(*args, "--positions", "all").code == 0
+    every = _resid_effects(db)
+    for pair_id, effects in default.items():
+        positions = {position for _, position in effects}
+        last = max(p for _, p in every[pair_id])
+        with Store(db, read_only=True) as store:
+            differing = store.query(
+                "SELECT DISTINCT position FROM patching_results WHERE pair_id = ? AND differs",
+                [pair_id],
+            )["position"].to_pylist()
+        assert positions == {*differing, last}
+        assert len({p for _, p in every[pair_id]}) > len(positions)
+        for key, effect in effects.items():
+            assert effect == pytest.approx(every[pair_id][key], abs=1e-5)
+
+
+def _resid_effects(db: Path) -> dict[str, dict[tuple[int, int], float]]:
+    """Each pair's residual effects by (layer, position)."""
+    with Store(db, read_only=True) as store:
+        rows = store.query(
+            "SELECT pair_id, layer, position, effect FROM patching_results WHERE level = 'resid'"
+        ).to_pylist()
+    effects: dict[str, dict[tuple[int, int], float]] = {}
+    for row in rows:
+        effects.setdefault(row["pair_id"], {})[(row["layer"], row["position"])] = row["effect"]
+    return effects
+
 
 def _digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
@@ -340,6 +513,7 @@ def _digest(path: Path) -> str:
         ([{k: v for k, v in GOOD.items() if k != "clean"}], [], ["line 1", "`clean`"]),
         ([GOOD], ["--level", "mlp"], ["unknown --level 'mlp'"]),
         ([GOOD], ["--score", "vibes"], ["unknown --score 'vibes'"]),
+        ([GOOD], ["--positions", "some"], ["unknown --positions 'some'"]),
         ([GOOD], ["--limit", "0"], ["--limit must be at least 1"]),
     ],
 )
@@ -392,7 +566,7 @@ def _hand_patched_score(model, pair, score, hook, targets, residual) -> tuple[fl
     handle = block.register_forward_hook(put)
     try:
         with torch.enable_grad():
-            value = sweeps.scored_forward(model, pair.prefix, pair.corrupted, score, 1, [])
+            value = sweeps.scored_forward(model, pair.prefix(model), pair.corrupted, score, 1, [])
             (grad,) = torch.autograd.grad(value.sum(), [leaf])
     finally:
         handle.remove()
@@ -406,14 +580,14 @@ def test_feature_attribution_and_exact_patches_match_a_hand_made_computation(
     sae = loading.read_saelens(tiny_sae_dir, "cpu")
     hook = f"blocks.{FEATURE_LAYER}.hook_resid_post"
     pair = sweeps.prepare(model, _ids(model, CLEAN), _ids(model, CORRUPTED))
-    clean = sweeps.clean_run(model, pair, score, heads=False)
-    corrupted_score = sweeps.prompt_score(model, pair, pair.corrupted, score)
-    gap = clean.score - corrupted_score
+    (prompts,) = _prompts(model, [pair], score)
+    clean_score, corrupted_score = prompts.values[score.name]
+    gap = clean_score - corrupted_score
     result = attribution.attribute(model, pair, score, sae, hook, corrupted_score, gap)
 
     # The residual after the layer is the next layer's resid_pre, captured by the clean run.
     targets = list(range(len(pair.corrupted)))
-    x_clean = clean.resid_pre[FEATURE_LAYER + 1]
+    x_clean = prompts.clean.resid_pre[FEATURE_LAYER + 1]
     with torch.no_grad():
         taken = {}
 
@@ -421,7 +595,7 @@ def test_feature_attribution_and_exact_patches_match_a_hand_made_computation(
             taken["x"] = (output[0] if isinstance(output, tuple) else output)[0]
 
         handle = model.hf_model.model.layers[FEATURE_LAYER].register_forward_hook(take)
-        sweeps.scored_forward(model, pair.prefix, pair.corrupted, score, 1, [])
+        sweeps.scored_forward(model, pair.prefix(model), pair.corrupted, score, 1, [])
         handle.remove()
     x_corrupted = taken["x"][: len(targets)].clone()
     value, grad = _hand_patched_score(model, pair, score, hook, targets, x_corrupted)
@@ -432,7 +606,7 @@ def test_feature_attribution_and_exact_patches_match_a_hand_made_computation(
     torch.testing.assert_close(result.attribution, expected.detach(), atol=1e-4, rtol=1e-3)
     assert set(result.changed.tolist()) == set(torch.nonzero(delta.abs().sum(0)).flatten().tolist())
     # The whole layer patched at every position after the shared prefix is the clean run.
-    assert result.layer_effect == pytest.approx(clean.score - corrupted_score, abs=1e-4)
+    assert result.layer_effect == pytest.approx(gap, abs=1e-4)
     # One feature patched alone: the decoder is linear, so it adds its row times its delta.
     for feature, effect in list(result.verified.items())[:3]:
         patched = x_corrupted + delta[:, feature, None] * sae.W_dec[feature]

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from saefeatures.report import build
+from saefeatures.report import build, representations
 from saefeatures.store.database import Store
 from tests.conftest import assert_user_error, run_cli
 
@@ -56,6 +56,7 @@ def test_every_section_is_filled_from_the_store(built, workspace):
         "pca",
         "saes",
         "alignment",
+        "features",
         "umap",
         "steering",
         "patching",
@@ -107,6 +108,53 @@ def test_a_headless_browser_renders_every_figure_without_errors(built, workspace
     assert all('data-rendered="yes"' in tag for tag in figures), figures
     assert "data-errors" not in dom.split(">", 2)[1]  # the <html> element's attributes
     assert not console, console
+
+
+def test_every_listed_feature_has_a_dashboard_and_an_index_row(built, workspace):
+    with Store(workspace["db"], read_only=True) as store:
+        listed = {(row["sae_id"], row["feature"]) for row in representations.top_aligned(store)}
+        fired = _fired(store)
+    assert listed & fired
+    for sae_id, feature in listed:
+        assert f'<div class="dashboard" id="feature-{sae_id}-{feature}">' in built
+    for sae_id, feature in listed & fired:  # the index lists the features that fired
+        assert f'<a href="#feature-{sae_id}-{feature}">{feature}</a>' in built
+    assert built.count('<div class="example">') >= len(listed & fired)
+    assert '<input type="search" class="index-filter"' in built
+
+
+def _fired(store: Store) -> set[tuple[str, int]]:
+    rows = store.query("SELECT sae_id, feature FROM features WHERE density > 0").to_pylist()
+    return {(row["sae_id"], row["feature"]) for row in rows}
+
+
+# Types a feature id into every index search box once the page has loaded.
+TYPE_FEATURE = """<script>window.addEventListener('load', function () {
+  document.querySelectorAll('input.index-filter').forEach(function (input) {
+    input.value = '%d'; input.dispatchEvent(new Event('input'));
+  });
+});</script>"""
+
+
+@pytest.mark.skipif(BROWSER is None, reason="chromium is not installed (make test installs it)")
+def test_feature_examples_are_shaded_and_the_index_filters_by_id(built, workspace):
+    dom, console = _render(workspace["html"])
+    examples = re.findall(r'<div class="example"[^>]*>', dom)
+    assert examples and all('data-shaded="yes"' in tag for tag in examples), examples[:3]
+    assert not console, console
+    with Store(workspace["db"], read_only=True) as store:
+        fired = _fired(store)
+        feature = next(
+            row["feature"]
+            for row in representations.top_aligned(store)
+            if (row["sae_id"], row["feature"]) in fired
+        )
+    typed = workspace["tmp"] / "typed.html"
+    typed.write_text(built.replace("</body>", TYPE_FEATURE % feature + "</body>"))
+    dom, _ = _render(typed)
+    rows = re.findall(r'<tr data-feature="(\d+)" data-search="[^"]*"( hidden="")?>', dom)
+    shown = {int(f) for f, hidden in rows if not hidden}
+    assert shown == {feature} and len(rows) > len(shown), rows[:5]
 
 
 @pytest.mark.skipif(BROWSER is None, reason="chromium is not installed (make test installs it)")

@@ -74,6 +74,43 @@ def test_an_older_database_is_migrated_forward(tmp_path):
         assert "token_offset" in columns
 
 
+# Vocabulary entries as a byte-level BPE (GPT-2, SmolLM2) and a SentencePiece vocabulary
+# (Gemma) write them, decoded by each family's own decoder in `tokenizers`.
+BYTE_LEVEL = ["Ġhappy", "Ċ", "âĢĻs", "ÃĹ", "plain", "<|endoftext|>"]
+SENTENCEPIECE = ["▁joy", "<0x0A>", "▁▁", "sad"]
+
+
+def test_features_written_before_version_18_are_renamed_and_read_as_text(tmp_path):
+    from tokenizers import decoders
+
+    db = tmp_path / "old.duckdb"
+    con = duckdb.connect(str(db))
+    con.execute(
+        "CREATE TABLE schema_version (version INTEGER PRIMARY KEY, applied TIMESTAMP, "
+        "package_version VARCHAR)"
+    )
+    for migration in store_module.migrations()[:17]:
+        con.execute(migration.sql)
+        con.execute("INSERT INTO schema_version VALUES (?, now(), 'old')", [migration.version])
+    con.execute(
+        "INSERT INTO features (run_id, sae_id, feature, density, top_tokens, bottom_tokens) "
+        "VALUES ('r', 's', 3, 0.5, ?, ?)",
+        [BYTE_LEVEL, SENTENCEPIECE],
+    )
+    con.close()
+    with Store(db) as store:
+        rows = store.query("SELECT * FROM features").to_pylist()
+    assert len(rows) == 1 and "top_tokens" not in rows[0] and "bottom_tokens" not in rows[0]
+    byte_level = decoders.ByteLevel()
+    sentencepiece = decoders.Sequence(
+        [decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse()]
+    )
+    assert rows[0]["promoted_tokens"] == [byte_level.decode([t]) for t in BYTE_LEVEL]
+    assert rows[0]["suppressed_tokens"] == [sentencepiece.decode([t]) for t in SENTENCEPIECE]
+    assert rows[0]["promoted_tokens"][:3] == [" happy", "\n", "\u2019s"]
+    assert (rows[0]["feature"], rows[0]["density"], rows[0]["promoted_logits"]) == (3, 0.5, None)
+
+
 def test_bulk_write_failing_midway_leaves_no_rows(tmp_path):
     with Store(tmp_path / "s.duckdb") as store:
         with pytest.raises(RuntimeError), store.transaction():

@@ -1,0 +1,1 @@
+"""Reading single SAE features: their dashboards from the store, and their export."""
