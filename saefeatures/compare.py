@@ -5,10 +5,16 @@
 - Models (per pair): profiles by relative depth, so models of different depth line up:
   PC1-valence r of the geometry (how alike the two curves are, and where each peaks),
   the patching peak depth per condition, and the steering self effect of the direction.
+- Circuits (per model, by relative depth): each circuit's faithfulness and completeness at
+  its size against random node sets, and per SAE layer its share of the circuit's nodes and
+  what patching the valence axis, the circuit's nodes or the whole layer there does.
 
 Rows go to `comparisons`: for levels, `direction_value` and `feature_value` are the two
 levels' values; for model pairs, `direction_value` is the first model's value and
-`extra.other_value` the second's (the profile correlation has a single value).
+`extra.other_value` the second's (the profile correlation has a single value); for
+circuits, `feature_value` is the circuit's value, `direction_value` the valence axis's
+patching effect, and `extra` the random baseline, the whole layer's effect and the
+relative depth.
 """
 
 from __future__ import annotations
@@ -24,11 +30,20 @@ import numpy as np
 import pyarrow as pa
 
 from saefeatures import models, plots
+from saefeatures.circuits.stored import (
+    INTERVENTIONS,
+    StoredCircuit,
+    at_circuit_size,
+    in_condition,
+    node_shares,
+    read_circuit,
+)
 from saefeatures.errors import SaefeaturesError
 from saefeatures.options import CompareOptions
+from saefeatures.patching.conclusions import CONDITIONS
 from saefeatures.store.database import Store
 
-KINDS = ("levels", "models")  # the comparisons rows this module writes
+KINDS = ("levels", "models", "circuits")  # the comparisons rows this module writes
 COLUMNS = (
     "kind",
     "model",
@@ -45,7 +60,8 @@ DEPTHS = np.linspace(0, 1, 21)  # the common grid that depth profiles are resamp
 def _model_names(store: Store, chosen: Sequence[str] | None) -> list[str]:
     stored = store.query(
         "SELECT DISTINCT model FROM (SELECT model FROM geometry UNION ALL SELECT model FROM "
-        "steering_results UNION ALL SELECT model FROM patching_results) ORDER BY model"
+        "steering_results UNION ALL SELECT model FROM patching_results UNION ALL SELECT model FROM "
+        "circuit_nodes) ORDER BY model"
     )["model"].to_pylist()
     if chosen is None:
         return stored
@@ -196,6 +212,161 @@ def model_rows(store: Store, a: str, b: str, corpus: str) -> tuple[list[dict], d
     return rows, profiles
 
 
+def relative_depth(layer: int, layers: int) -> float:
+    """Where a layer sits in its model, from 0 (the first block) to 1 (the last), as the
+    geometry and the patching peaks place it."""
+    return layer / max(layers - 1, 1)
+
+
+@dataclass(frozen=True)
+class CircuitLayer:
+    """One SAE layer of a model's circuit for one condition, placed by relative depth: the
+    circuit's nodes there, their share of its nodes, and the normalized effect of each
+    direction-view patch there (None where not stored or undefined)."""
+
+    model: str
+    condition: str
+    layer: int
+    depth: float
+    nodes: int
+    share: float
+    effects: dict[str, float | None]
+
+
+def _circuit_layers(store: Store, circuit: StoredCircuit) -> list[CircuitLayer]:
+    depth = n_layers(store, circuit.model)
+    effects = {
+        (r["condition"], r["layer"], r["intervention"]): r["normalized_effect"]
+        for r in circuit.directions
+    }
+    return [
+        CircuitLayer(
+            circuit.model,
+            condition,
+            layer,
+            relative_depth(layer, depth),
+            nodes,
+            share,
+            {name: effects.get((condition, layer, name)) for name in INTERVENTIONS},
+        )
+        for condition in circuit.conditions
+        for layer, (nodes, share) in node_shares(circuit, condition).items()
+    ]
+
+
+def _circuit_row(
+    model: str,
+    layer: int | None,
+    metric: str,
+    values: tuple[float | None, float | None],
+    extra: dict[str, Any],
+) -> dict[str, Any]:
+    return {
+        "kind": "circuits",
+        "model": model,
+        "other_model": None,
+        "layer": layer,
+        "metric": metric,
+        "direction_value": values[0],
+        "feature_value": values[1],
+        "extra": json.dumps(extra),
+    }
+
+
+def _size_rows(circuit: StoredCircuit, condition: str) -> list[dict[str, Any]]:
+    """Faithfulness and completeness of the circuit at its size: the circuit's value as
+    `feature_value`, the random node sets' mean and sd in `extra`."""
+    size = len(in_condition(circuit.nodes, condition))
+    return [
+        _circuit_row(
+            circuit.model,
+            None,
+            f"circuit_{point.curve}@{condition},nodes={point.nodes}",
+            (None, point.circuit),
+            {
+                "random": point.random,
+                "random_sd": point.spread,
+                "draws": point.draws,
+                "circuit_nodes": size,
+                "pairs": point.pairs,
+            },
+        )
+        for point in at_circuit_size(circuit, condition)
+    ]
+
+
+def _layer_rows(at: CircuitLayer) -> list[dict[str, Any]]:
+    """A circuit layer's node share (`feature_value`), and the valence axis's
+    (`direction_value`) against the circuit nodes' (`feature_value`) patching effect, the
+    whole layer's and the emotion subspace's in `extra`."""
+    where = f"{at.condition},depth={at.depth:.2f}"
+    return [
+        _circuit_row(
+            at.model,
+            at.layer,
+            f"circuit_node_share@{where}",
+            (None, at.share),
+            {"nodes": at.nodes, "rel_depth": at.depth},
+        ),
+        _circuit_row(
+            at.model,
+            at.layer,
+            f"circuit_patch_effect@{where}",
+            (at.effects["valence"], at.effects["circuit"]),
+            {
+                "layer": at.effects["layer"],
+                "emotions": at.effects["emotions"],
+                "rel_depth": at.depth,
+            },
+        ),
+    ]
+
+
+def circuit_rows(
+    store: Store, names: Sequence[str]
+) -> tuple[list[dict[str, Any]], list[CircuitLayer]]:
+    """The circuits of the compared models side by side (none for a model without one),
+    per condition: each circuit's faithfulness and completeness at its size, then the SAE
+    layers of all of them by relative depth, so that models of different depth
+    interleave; and those layers, for the figure."""
+    circuits = [c for name in names if (c := read_circuit(store, name))]
+    layers = sorted(
+        (at for circuit in circuits for at in _circuit_layers(store, circuit)),
+        key=lambda at: (CONDITIONS.index(at.condition), at.depth, at.model),
+    )
+    rows = []
+    for condition in CONDITIONS:
+        rows += [row for circuit in circuits for row in _size_rows(circuit, condition)]
+        rows += [row for at in layers if at.condition == condition for row in _layer_rows(at)]
+    return rows, layers
+
+
+def _circuit_profiles(layers: list[CircuitLayer], out: Path) -> list[Path]:
+    """Per condition, each model's node share and direction-view effects by relative depth."""
+    drawn = []
+    for condition in CONDITIONS:
+        series: dict[str, tuple[list[float], list[float]]] = {}
+        for model in dict.fromkeys(at.model for at in layers):
+            mine = [at for at in layers if at.model == model and at.condition == condition]
+            if not mine:
+                continue
+            depths = [at.depth for at in mine]
+            series[f"{model}: circuit's node share"] = (depths, [at.share for at in mine])
+            for name in ("valence", "circuit", "layer"):
+                series[f"{model}: {name} patch"] = (
+                    depths,
+                    [np.nan if at.effects[name] is None else at.effects[name] for at in mine],
+                )
+        if series:
+            drawn += plots.lines(
+                series,
+                f"Circuits by relative depth, {condition} news",
+                ("relative depth", "share of the circuit's nodes / normalized effect"),
+                out / "compare" / f"circuits-{condition}",
+            )
+    return drawn
+
+
 @dataclass(frozen=True)
 class Compared:
     """One `compare` run: its `comparisons` rows and the profile figures."""
@@ -223,10 +394,13 @@ def compare(store: Store, out: Path, options: CompareOptions) -> Compared:
                 ("relative depth", "Pearson r"),
                 out / "compare" / f"profile-{a}-{b}",
             )
+    found, layers = circuit_rows(store, names)
+    rows += found
+    figures += _circuit_profiles(layers, out)
     if not rows:
         raise SaefeaturesError(
-            "nothing to compare yet: steer at both levels (`saefeatures steer`) or run two "
-            "models (`saefeatures run --model NAME`)"
+            "nothing to compare yet: steer at both levels (`saefeatures steer`), run two "
+            "models (`saefeatures run --model NAME`) or find a circuit (`saefeatures circuit`)"
         )
     with store.run("compare", {"models": names, "corpus": options.corpus}, atomic=True) as run_id:
         # Only the kinds compare writes: the validation experiments' rows stay.

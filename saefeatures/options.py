@@ -315,6 +315,44 @@ class PatchOptions(Compute):
         check_layers(self.layers)
 
 
+@dataclass(frozen=True, kw_only=True)
+class CircuitOptions(Compute):
+    model: str = DEFAULT_MODEL
+    pairs: Path | None = None  # None: the shipped corpora/news_pairs.jsonl
+    score: ReplyScore = "anchors"
+    limit: int | None = None  # first N situations
+    layers: Layers | None = None  # None: every layer with a residual-stream SAE
+    saes: tuple[str, ...] | None = None  # the SAE of each layer that has several
+    nodes: int = 30  # circuit size: the top nodes by integrated-gradients effect
+    steps: int = 5  # integrated-gradients steps along the path
+    exact_pairs: int = 8  # selection pairs on which single-node estimates are checked
+    exact_nodes: int = 10  # circuit nodes checked (and as many random nodes)
+    edge_pairs: int = 16  # selection pairs the edges are averaged over
+    edge_threshold: float = 0.01  # smallest |mean normalized effect| of a kept edge
+    draws: int = 10  # random node sets per size of the curves' baseline
+    seed: int = 0  # the selection/evaluation split and the random nodes
+    corpus: str = DEFAULT_CORPUS  # the emotion vectors of the direction view
+
+    def check(self) -> None:
+        check_at_least("--limit", self.limit, 1)
+        check_layers(self.layers)
+        if self.saes is not None and not self.saes:
+            raise SaefeaturesError("--sae names no SAE; give ids like sae-a,sae-b or leave it out")
+        for flag, value in (
+            ("--nodes", self.nodes),
+            ("--steps", self.steps),
+            ("--exact-pairs", self.exact_pairs),
+            ("--exact-nodes", self.exact_nodes),
+            ("--edge-pairs", self.edge_pairs),
+            ("--draws", self.draws),
+        ):
+            check_at_least(flag, value, 1)
+        if not (math.isfinite(self.edge_threshold) and self.edge_threshold >= 0):
+            raise SaefeaturesError(
+                f"--edge-threshold must be a finite number of at least 0, got {self.edge_threshold}"
+            )
+
+
 # -- validation experiments --------------------------------------------------------
 
 

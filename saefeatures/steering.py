@@ -36,14 +36,15 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from saefeatures import activations, interventions, models, plots, progress, stats
+from saefeatures import activations, interventions, models, plots, progress
 from saefeatures.corpora import catalog, lexicon
 from saefeatures.errors import SaefeaturesError
 from saefeatures.models import LoadedModel
 from saefeatures.options import SteerOptions, all_emotions
 from saefeatures.sae import loading
 from saefeatures.store.database import Store
-from saefeatures.store.read import aligned_features, read_vectors, saes_at, vectors_at
+from saefeatures.store.read import aligned_features, saes_at, vectors_at
+from saefeatures.vectors.axes import valence_axis
 
 QUESTION, ANSWER = "How does he feel?", "He feels"
 FEATURE_KS = (1, 5, 20)
@@ -179,21 +180,6 @@ def axis_projections(
 # -- inputs ----------------------------------------------------------------------------
 
 
-def _valence_axis(store: Store, model: str, options: SteerOptions, layer: int) -> np.ndarray:
-    """PC1 of all the emotion vectors at the layer, signed so that it grows with valence."""
-    vector_set = read_vectors(store, model, options.corpus, options.method)
-    ratings = catalog.load_ratings()
-    rated = [e for e in vector_set.emotions if e in ratings.valence]
-    if len(rated) < 3:
-        raise SaefeaturesError("the valence axis needs vectors of at least 3 rated emotions")
-    matrix = vector_set.vectors[
-        [vector_set.emotions.index(e) for e in rated], vector_set.layers.index(layer)
-    ]
-    fitted = stats.pca(matrix, 1)
-    _, sign = stats.orient(fitted.scores[:, 0], np.array([ratings.valence[e] for e in rated]))
-    return sign * fitted.components[0]
-
-
 def feature_levers(
     store: Store,
     sae_row: dict,
@@ -320,7 +306,7 @@ def steer(
     gen_scale = options.gen_scale
     emotions = list(options.emotions)
     vectors = layer_vectors(store, spec.name, options.corpus, options.method, emotions, layer)
-    axis = _valence_axis(store, spec.name, options, layer)
+    axis = valence_axis(store, spec.name, options.corpus, options.method, layer)
     sae_row = (
         saes_at(store, spec.name, layer, options.sae)[0] if options.level != "direction" else None
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pyarrow as pa
 import pytest
@@ -11,6 +12,7 @@ from saefeatures import compare
 from saefeatures.errors import SaefeaturesError
 from saefeatures.options import CompareOptions
 from saefeatures.store.database import Store
+from tests.circuits.hand_made import insert_circuit
 from tests.conftest import assert_user_error, run_cli
 from tests.tiny import model_row
 
@@ -194,3 +196,39 @@ def test_patching_peaks_and_faithfulness_from_the_store(tmp_path):
     assert row["metric"] == "patching_effect@bad,k=5" and row["layer"] == 10
     assert row["direction_value"] == pytest.approx((0.5 - 1.0) / 2)
     assert row["feature_value"] == pytest.approx((0.25 - 1.0) / 2)
+
+
+def test_circuits_line_up_by_relative_depth(tmp_path):
+    """Circuits at layers 4 and 16 of 30 and at 6 and 10 of 18 interleave by depth
+    (4/29, 6/17, 16/29, 10/17); a model without circuit rows has none."""
+    circuit_layers = {A: (4, 16), B: (6, 10)}
+    with Store(tmp_path / "w.duckdb") as store, store.run("seed", {}) as run_id:
+        for model, layers in circuit_layers.items():
+            store.register_model(run_id, model_row(model, LAYERS[model]))
+            insert_circuit(store, run_id, model, layers)
+        result = compare.compare(store, tmp_path / "out", CompareOptions())
+        assert compare.circuit_rows(store, ["owner/no-circuit"]) == ([], [])
+    rows = [r for r in result.rows if r["kind"] == "circuits"]
+    by_depth = [(A, 4, 4 / 29), (B, 6, 6 / 17), (A, 16, 16 / 29), (B, 10, 10 / 17)]
+    # the circuit's first 5 (good) or 4 (bad) hand-made nodes: 3 or 2 at the first layer
+    shares_by_hand = {"good": {True: 3 / 5, False: 2 / 5}, "bad": {True: 2 / 4, False: 2 / 4}}
+    for condition in ("good", "bad"):
+        shares = [r for r in rows if r["metric"].startswith(f"circuit_node_share@{condition},")]
+        assert [(r["model"], r["layer"]) for r in shares] == [
+            (m, layer) for m, layer, _ in by_depth
+        ]
+        for row, (_, layer, depth) in zip(shares, by_depth, strict=True):
+            assert json.loads(row["extra"])["rel_depth"] == pytest.approx(depth)
+            assert row["metric"] == f"circuit_node_share@{condition},depth={depth:.2f}"
+            assert row["feature_value"] == pytest.approx(shares_by_hand[condition][layer in (4, 6)])
+        effects = [r for r in rows if r["metric"].startswith(f"circuit_patch_effect@{condition},")]
+        first_layer = [r for r in effects if r["layer"] in (4, 6)]
+        assert {(r["direction_value"], r["feature_value"]) for r in first_layer} == {(0.3, 0.6)}
+        assert {json.loads(r["extra"])["layer"] for r in first_layer} == {1.0}
+    faithful = {r["model"]: r for r in rows if r["metric"] == "circuit_faithfulness@good,nodes=5"}
+    assert set(faithful) == {A, B}
+    assert faithful[A]["feature_value"] == pytest.approx(5 / 7)
+    assert json.loads(faithful[A]["extra"])["random"] == pytest.approx(0.1)
+    assert {Path(p).name for p in result.figures} == {
+        f"circuits-{c}.{suffix}" for c in ("good", "bad") for suffix in ("png", "html")
+    }

@@ -1,9 +1,9 @@
--- The snippets that most activate a given feature, with the firing token in [[ ]].
--- The feature chosen here is the one best aligned with 'happy' by decoder cosine;
+-- The snippets that most activate a given feature, with the firing token in [[ ]]: the
+-- feature best aligned with $emotion by decoder cosine (e.g. --param emotion=happy);
 -- replace the `chosen` query with e.g. SELECT '<sae_id>' AS sae_id, 123 AS feature.
 WITH chosen AS (
     SELECT sae_id, feature FROM alignments
-    WHERE emotion = 'happy' AND method = 'decoder_cosine'
+    WHERE emotion = $emotion AND method = 'decoder_cosine'
     ORDER BY rank
     LIMIT 1
 ), top AS (

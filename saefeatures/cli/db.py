@@ -1,8 +1,9 @@
-"""Commands on the store and what is read from it alone: sql, queries, db info, export,
-import-results, compare, report."""
+"""Commands on the store and what is read from it alone: sql, queries, schema, db info,
+export, import-results, compare, report."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -12,6 +13,7 @@ from saefeatures import options as opts
 from saefeatures.cli import render
 from saefeatures.cli.common import CorpusOption, DbOption, OutOption, options_from, workspace
 from saefeatures.config import DEFAULT_CORPUS, DEFAULT_DB, DEFAULT_OUT
+from saefeatures.errors import SaefeaturesError
 
 db_app = typer.Typer(help="The DuckDB store.", no_args_is_help=True)
 
@@ -21,6 +23,14 @@ def sql_command(
         str,
         typer.Argument(help="One read-only SQL statement, a .sql file, or a shipped query's name."),
     ],
+    params: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--param", help="NAME=VALUE for the query's $NAME (repeat for each parameter)."
+        ),
+    ] = None,
+    limit: Annotated[int, typer.Option("--limit", help="Rows printed at most.")] = 50,
+    every: Annotated[bool, typer.Option("--all", help="Print every row (no --limit).")] = False,
     fmt: Annotated[str, typer.Option("--format", help="table, csv or json.")] = "table",
     db: DbOption = DEFAULT_DB,
 ) -> None:
@@ -28,8 +38,50 @@ def sql_command(
     from saefeatures.store import queries
 
     render.check_format(fmt)
+    bound = queries.parse_params(params or [])
+    if limit < 1:
+        raise SaefeaturesError(f"--limit {limit} prints nothing; give 1 or more, or --all")
     with workspace(db).open_store(read_only=True) as store:
-        render.print_arrow(queries.run(store, query), fmt)
+        queries.check_params(store, queries.resolve(query), bound)
+        result = queries.run(store, query, bound or None)
+    shown = result if every else result.slice(0, limit)
+    render.print_arrow(shown, fmt)
+    if shown.num_rows < result.num_rows:
+        print(
+            f"{result.num_rows - shown.num_rows} more rows not printed "
+            f"(--all prints every row, --limit N the first N)",
+            file=sys.stderr,
+        )
+
+
+def schema_command(
+    table: Annotated[
+        str | None, typer.Argument(help="One table or view; default: every one.")
+    ] = None,
+    markdown: Annotated[
+        bool, typer.Option("--markdown", help="Print Markdown, as docs/store.md holds it.")
+    ] = False,
+) -> None:
+    """What each table, view and column of the store holds, with its type (the schema this
+    saefeatures writes: a workspace store is migrated to it on its next write)."""
+    from saefeatures.store import schema_doc
+
+    with schema_doc.fresh_store() as store:
+        found = schema_doc.relations(store)
+        picked = schema_doc.chosen(found, table)
+        metrics = schema_doc.metric_vocabulary(store)
+    if markdown:
+        whole = table is None
+        print(
+            schema_doc.markdown(found, metrics) if whole else schema_doc.section(picked[0]), end=""
+        )
+        return
+    for relation in picked:
+        render.print_rows(
+            ["column", "type", "meaning"],
+            ([c.name, c.type, c.comment] for c in relation.columns),
+            title=f"{relation.name} ({relation.kind}): {relation.comment}",
+        )
 
 
 def queries_command() -> None:

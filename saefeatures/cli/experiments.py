@@ -1,4 +1,5 @@
-"""Commands that relate features to vectors and intervene: align, umap, steer, patch."""
+"""Commands that relate features to vectors and intervene: align, umap, steer, patch,
+circuit."""
 
 from __future__ import annotations
 
@@ -186,17 +187,25 @@ def steer_command(
     print("figures: " + ", ".join(result.figures))
 
 
+# The good- vs bad-news pairs that `patch` and `circuit` read.
+PairsOption = Annotated[
+    Path | None, typer.Option("--pairs", help="JSONL: id, condition, clean, corrupted.")
+]
+SituationsOption = Annotated[
+    int | None, typer.Option("--limit", help="Only the first N situations.")
+]
+PairScoreOption = Annotated[
+    str, typer.Option("--score", help="The pair score the patches change: anchors or replies.")
+]
+
+
 def patch_command(
     model: ModelOption = DEFAULT_MODEL,
-    pairs: Annotated[
-        Path | None, typer.Option("--pairs", help="JSONL: id, condition, clean, corrupted.")
-    ] = None,
+    pairs: PairsOption = None,
     level: Annotated[
         str, typer.Option("--level", help="resid, heads, features (SAE attribution) or all.")
     ] = "all",
-    score: Annotated[
-        str, typer.Option("--score", help="Score the sweeps patch: anchors or replies.")
-    ] = "anchors",
+    score: PairScoreOption = "anchors",
     positions: Annotated[
         str,
         typer.Option(
@@ -205,9 +214,7 @@ def patch_command(
             "last) or all positions after the shared prefix.",
         ),
     ] = "differing",
-    limit: Annotated[
-        int | None, typer.Option("--limit", help="Only the first N situations.")
-    ] = None,
+    limit: SituationsOption = None,
     layers: Annotated[
         str | None,
         typer.Option("--layers", help="Feature level: e.g. 6,10 (default: every SAE layer)."),
@@ -225,5 +232,65 @@ def patch_command(
     with workspace(db, out).open_store() as store:
         result = patch.patch(store, out, options)
     for title, columns, rows in patch.tables(result.summary):
+        render.print_rows(columns, rows, title=f"{result.model}: {title}")
+    print("figures: " + ", ".join(result.figures))
+
+
+def circuit_command(
+    model: ModelOption = DEFAULT_MODEL,
+    pairs: PairsOption = None,
+    score: PairScoreOption = "anchors",
+    limit: SituationsOption = None,
+    layers: Annotated[
+        str | None,
+        typer.Option("--layers", help="SAE layers, e.g. 6,10 (default: every SAE layer)."),
+    ] = None,
+    sae: Annotated[
+        str | None,
+        typer.Option("--sae", help="SAE ids (a,b) for the layers that have several SAEs."),
+    ] = None,
+    nodes: Annotated[
+        int, typer.Option("--nodes", help="Circuit size: nodes by integrated-gradients effect.")
+    ] = opts.CircuitOptions.nodes,
+    steps: Annotated[
+        int, typer.Option("--steps", help="Integrated-gradients steps along the path.")
+    ] = opts.CircuitOptions.steps,
+    exact_pairs: Annotated[
+        int,
+        typer.Option("--exact-pairs", help="Selection pairs on which nodes are patched alone."),
+    ] = opts.CircuitOptions.exact_pairs,
+    exact_nodes: Annotated[
+        int,
+        typer.Option(
+            "--exact-nodes", help="Top circuit nodes patched alone (and as many random ones)."
+        ),
+    ] = opts.CircuitOptions.exact_nodes,
+    edge_pairs: Annotated[
+        int, typer.Option("--edge-pairs", help="Selection pairs the edges are averaged over.")
+    ] = opts.CircuitOptions.edge_pairs,
+    edge_threshold: Annotated[
+        float,
+        typer.Option("--edge-threshold", help="Smallest |mean normalized effect| of an edge."),
+    ] = opts.CircuitOptions.edge_threshold,
+    draws: Annotated[
+        int, typer.Option("--draws", help="Random node sets per size (the curves' baseline).")
+    ] = opts.CircuitOptions.draws,
+    seed: SeedOption = 0,
+    corpus: Annotated[
+        str, typer.Option("--corpus", help="Corpus of the emotion vectors (direction view).")
+    ] = DEFAULT_CORPUS,
+    dtype: DtypeOption = "auto",
+    device: DeviceOption = "auto",
+    db: DbOption = DEFAULT_DB,
+    out: OutOption = DEFAULT_OUT,
+) -> None:
+    """Feature circuits of good- vs bad-news prompts across the residual-stream SAEs."""
+    options = options_from(opts.CircuitOptions, locals(), saes="sae")
+
+    from saefeatures.circuits import stage
+
+    with workspace(db, out).open_store() as store:
+        result = stage.circuit(store, out, options)
+    for title, columns, rows in stage.tables(result.summary):
         render.print_rows(columns, rows, title=f"{result.model}: {title}")
     print("figures: " + ", ".join(result.figures))

@@ -169,7 +169,7 @@ def _patch_pairs(
 ) -> list[dict[str, list[dict[str, Any]]]]:
     """Every pair's rows, in the pairs' order; the sweeps run in batches of pairs of
     similar suffix lengths (a batch pads its rows to its longest)."""
-    encoded = [_encode(model, pair) for pair in pairs]
+    encoded = [encode_pair(model, pair) for pair in pairs]
     results: list[dict[str, list[dict[str, Any]]]] = [{} for _ in pairs]
     with progress.bar("patching pairs", len(pairs)) as shown:
         for batch in sweeps.batches([(c.tolist(), x.tolist()) for c, x in encoded]):
@@ -183,7 +183,7 @@ def _patch_pairs(
     return results
 
 
-def _encode(model: models.LoadedModel, pair: Pair) -> tuple[torch.Tensor, torch.Tensor]:
+def encode_pair(model: models.LoadedModel, pair: Pair) -> tuple[torch.Tensor, torch.Tensor]:
     """The clean and corrupted prompts' token ids."""
     clean, corrupted = (
         model.encode([reply_scores.prompt_text(model, text)], chat_formatted=True)["input_ids"][0]

@@ -18,6 +18,7 @@ from saefeatures import __version__, compare
 from saefeatures.errors import SaefeaturesError
 from saefeatures.report import (
     choices,
+    circuits,
     dashboards,
     findings,
     interventions,
@@ -43,7 +44,7 @@ def write(store: Store, path: Path) -> Report:
         raise SaefeaturesError(f"{path} is a folder; give a file name such as report.html")
     if not store.query("SELECT 1 FROM runs WHERE status = 'ok' LIMIT 1").num_rows:
         raise SaefeaturesError("the store has no finished runs yet; run `saefeatures run` first")
-    sections = [build(store) for build in SECTIONS]
+    sections = [section for build in SECTIONS if (section := build(store)) is not None]
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(path.name + ".partial")
     partial.write_text(document("saefeatures report", _intro(store), sections), encoding="utf-8")
@@ -234,7 +235,8 @@ def provenance(store: Store) -> Section:
     return section
 
 
-SECTIONS: list[Callable[[Store], Section]] = [
+# A section builder returns None to be left out: a part of the study not everyone runs.
+SECTIONS: list[Callable[[Store], Section | None]] = [
     headline,
     coverage,
     representations.geometry,
@@ -245,6 +247,7 @@ SECTIONS: list[Callable[[Store], Section]] = [
     representations.umap,
     interventions.steering,
     interventions.patching,
+    circuits.circuits,
     readouts.retrieval,
     readouts.quantity,
     choices.preferences,

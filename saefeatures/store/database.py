@@ -27,6 +27,7 @@ import pyarrow as pa
 from saefeatures import __version__
 from saefeatures.config import project_data
 from saefeatures.errors import SaefeaturesError
+from saefeatures.store import hooks
 
 _VERSION_HEADER = re.compile(r"^-- version (\d+):", re.MULTILINE)
 
@@ -190,11 +191,13 @@ class Store:
         self.con.execute("COMMIT")
 
     def insert(self, table: str, rows: pa.Table | dict[str, Any]) -> int:
-        """Bulk-insert columns (an Arrow table or a dict of equal-length columns) by name."""
+        """Bulk-insert columns (an Arrow table or a dict of equal-length columns) by name; a
+        layer comes with its hook point (`hooks`)."""
         data = rows if isinstance(rows, pa.Table) else pa.table(rows)
+        columns = hooks.selected(table, data.column_names)
         self.con.register("_incoming", data)
         try:
-            self.con.execute(f'INSERT INTO "{table}" BY NAME SELECT * FROM _incoming')
+            self.con.execute(f'INSERT INTO "{table}" BY NAME SELECT {columns} FROM _incoming')
         finally:
             self.con.unregister("_incoming")
         return data.num_rows
@@ -267,11 +270,12 @@ class Store:
     # -- reading ---------------------------------------------------------------
 
     def table_counts(self) -> list[tuple[str, int]]:
+        """Rows per table (not per view: a view's count runs its whole query)."""
         names = [
             row[0]
             for row in self.con.execute(
                 "SELECT table_name FROM information_schema.tables "
-                "WHERE table_schema = 'main' ORDER BY table_name"
+                "WHERE table_schema = 'main' AND table_type = 'BASE TABLE' ORDER BY table_name"
             ).fetchall()
         ]
         return [(name, self._scalar(f'SELECT count(*) FROM "{name}"')) for name in names]

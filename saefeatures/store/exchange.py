@@ -16,11 +16,12 @@ from pathlib import Path
 
 from saefeatures import __version__
 from saefeatures.errors import SaefeaturesError
+from saefeatures.store import hooks
 from saefeatures.store.database import Store, migrations
 
 MANIFEST = "manifest.json"
 PARTITION_COLUMNS = ("model", "layer")
-SKIPPED = ("schema_version",)  # the target store keeps its own
+SKIPPED = ("schema_version", "metrics")  # the target store keeps its own
 
 
 def _tables(store: Store) -> dict[str, list[str]]:
@@ -107,6 +108,9 @@ def import_results(store: Store, folder: Path) -> dict[str, int]:
                     f'INSERT INTO "{table}" BY NAME SELECT * FROM {source} '
                     f'WHERE run_id NOT IN (SELECT DISTINCT run_id FROM "{table}")'
                 )
+            named = hooks.fill(table)  # exports made before every layer had its hook
+            if named is not None:
+                store.con.execute(named)
             after = store.query(f'SELECT count(*) AS n FROM "{table}"')["n"][0].as_py()
             added[table] = after - before
     return added

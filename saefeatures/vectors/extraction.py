@@ -337,7 +337,6 @@ def extract(store: Store, options: VectorOptions, model: LoadedModel | None = No
             "run_id": run_id,
             "model": spec.name,
             "corpus": options.corpus,
-            "hook": "resid_post",
             "token_offset": offset,
         }
         tables = _vector_tables(raw, bases, emotions, layers, counts, common)

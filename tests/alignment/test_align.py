@@ -215,7 +215,8 @@ def test_shipped_queries_run_through_the_cli(aligned, name):
         "feature_density_histogram": "sae_id,density_bin,features",
         "feature_snippets": "feature,value,corpus,passage_id,position,snippet",
     }
-    result = run_cli("sql", name, "--format", "csv", env=aligned["env"])
+    params = ("--param", "emotion=happy") if name == "feature_snippets" else ()
+    result = run_cli("sql", name, *params, "--format", "csv", env=aligned["env"])
     assert result.code == 0, result.stderr
     lines = result.stdout.strip().splitlines()
     assert lines[0] == expected[name] and len(lines) > 1

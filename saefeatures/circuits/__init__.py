@@ -1,0 +1,1 @@
+"""Feature circuits across residual-stream SAE layers (Marks et al., Sparse Feature Circuits)."""
