@@ -197,29 +197,48 @@ def node_effects(
 ) -> PairEffects:
     """Every node's estimated effect at every SAE layer and patched position; `steps`
     points on the path for integrated gradients."""
-    if method not in METHODS:
-        raise SaefeaturesError(f"unknown method {method!r}; use one of {', '.join(METHODS)}")
+    return estimated_effects(model, pair, score, saes, (method,), steps)[method]
+
+
+def estimated_effects(
+    model: LoadedModel,
+    pair: PreparedPair,
+    score: Score,
+    saes: Sequence[CircuitSae],
+    methods: Sequence[Method],
+    steps: int = 5,
+) -> dict[str, PairEffects]:
+    """`node_effects` by each of `methods`, the clean and corrupted runs recorded once for
+    all of them."""
+    unknown = [method for method in methods if method not in METHODS]
+    if unknown:
+        raise SaefeaturesError(f"unknown method {unknown[0]!r}; use one of {', '.join(METHODS)}")
     if steps < 1:
         raise SaefeaturesError(f"integrated gradients need at least one step, not {steps}")
     by_layer(saes)
     clean = recorded(model, pair, score, saes, clean=True)
-    if method == "attribution":
-        tapped = attribution_pass(model, pair, score, saes)
-        corrupted, gradient = tapped.corrupted, tapped.gradient
-    else:
-        corrupted = recorded(model, pair, score, saes, clean=False)
-        gradient = {
+    tapped = attribution_pass(model, pair, score, saes) if "attribution" in methods else None
+    corrupted = tapped.corrupted if tapped else recorded(model, pair, score, saes, clean=False)
+    gradients: dict[str, dict[int, Split]] = {"attribution": tapped.gradient} if tapped else {}
+    if "integrated_gradients" in methods:
+        gradients["integrated_gradients"] = {
             site.layer: _path_gradient(
                 model, pair, score, site, (corrupted[site.layer], clean[site.layer]), steps
             )
             for site in saes
         }
-    layers = {
-        site.layer: _effects(gradient[site.layer], clean[site.layer], corrupted[site.layer])
-        for site in saes
-    }
     end = len(pair.corrupted)
-    return PairEffects([target - end for target in patched_positions(pair)], layers)
+    positions = [target - end for target in patched_positions(pair)]
+    return {
+        method: PairEffects(
+            positions,
+            {
+                site.layer: _effects(gradient[site.layer], clean[site.layer], corrupted[site.layer])
+                for site in saes
+            },
+        )
+        for method, gradient in gradients.items()
+    }
 
 
 def exact_effects(

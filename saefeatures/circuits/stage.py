@@ -50,7 +50,7 @@ from saefeatures.store.database import Store
 from saefeatures.store.read import checked_layers, read_vectors, residual_saes, vector_emotions
 from saefeatures.vectors.axes import valence_axis
 
-METHODS = ("attribution", "integrated_gradients")
+METHODS = nodes.METHODS
 RANKED_BY = "integrated_gradients"
 SIZES = (1, 2, 5, 10, 20, 50, 100, 200)  # circuit sizes of the curves, clipped to the ranking
 VECTOR_METHOD = "denoised"  # the emotion vectors of the direction view
@@ -328,17 +328,16 @@ def _estimate(inputs: _Inputs, selected: list[_Scored], condition: str) -> _Esti
     effects: dict[str, list[PairEffects]] = {method: [] for method in METHODS}
     with progress.bar(f"{condition}: node effects", len(selected), "pairs") as shown:
         for one in selected:
+            found = nodes.estimated_effects(
+                inputs.model,
+                one.prepared,
+                inputs.score,
+                inputs.saes,
+                METHODS,
+                steps=inputs.options.steps,
+            )
             for method in METHODS:
-                effects[method].append(
-                    nodes.node_effects(
-                        inputs.model,
-                        one.prepared,
-                        inputs.score,
-                        inputs.saes,
-                        method,
-                        steps=inputs.options.steps,
-                    )
-                )
+                effects[method].append(found[method])
             shown.advance()
     summed = {method: [e.summed() for e in found] for method, found in effects.items()}
     every = list(dict.fromkeys(node for found in summed.values() for s in found for node in s))

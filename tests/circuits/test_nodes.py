@@ -128,6 +128,16 @@ def test_estimates_follow_exact_single_node_patches(tiny_chat, score, circuit_sa
     assert r > LEAST_R, (method, r)
 
 
+def test_both_methods_at_once_equal_each_alone(tiny_chat, score, circuit_saes, pair):
+    together = nodes.estimated_effects(tiny_chat, pair, score, circuit_saes, nodes.METHODS)
+    for method in nodes.METHODS:
+        alone = nodes.node_effects(tiny_chat, pair, score, circuit_saes, method)
+        assert together[method].positions == alone.positions
+        for layer, effects in alone.layers.items():
+            torch.testing.assert_close(together[method].layers[layer].features, effects.features)
+            torch.testing.assert_close(together[method].layers[layer].error, effects.error)
+
+
 def test_an_unequal_pair_has_only_its_last_position(tiny_chat, score, circuit_saes):
     pair = sweeps.prepare(
         tiny_chat, prompt_ids(tiny_chat, CLEAN), prompt_ids(tiny_chat, "Bad news.")
