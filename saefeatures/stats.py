@@ -268,6 +268,17 @@ def binomial_upper_p(successes: int, trials: int, rate: float) -> float:
     )
 
 
+def two_sided_p(observed: float, null: np.ndarray) -> float | None:
+    """Share of the finite null draws at least as far from 0 as `observed`, the +1s keeping
+    p above 0 (the draws and the observation as one sample); None for a NaN observation."""
+    if math.isnan(observed):
+        return None
+    finite = np.asarray(null, dtype=float)
+    finite = finite[np.isfinite(finite)]
+    extreme = np.sum(np.abs(finite) >= abs(observed) * (1 - _REL_TOL))
+    return float((1 + extreme) / (1 + len(finite)))
+
+
 def diagonal_p(
     matrix: np.ndarray, n_permutations: int = 1000, seed: int = 0
 ) -> tuple[float, float]:

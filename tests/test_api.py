@@ -38,7 +38,7 @@ def made(tmp_path_factory, tiny_llama_dir) -> dict[str, Any]:
     model = ("--model", str(tiny_llama_dir))
     text = str(project_data("corpora") / "templates.jsonl")
     sae = save_sae(root / "sae", activations.hook_name(LAYER), 64)
-    align = ("--text", text, "--sample-rows", "4", "--null-samples", "200", "--top", "10")
+    align = ("--text", text, "--sample-rows", "4", "--null-directions", "200", "--top", "10")
     steps = [
         ("vectors", *model, "--emotions", "happy,sad,calm", "--layers", "1,2,3", "--offset", "10"),
         ("load", "--path", str(sae), *model),

@@ -225,6 +225,11 @@ def test_circuits_line_up_by_relative_depth(tmp_path):
         first_layer = [r for r in effects if r["layer"] in (4, 6)]
         assert {(r["direction_value"], r["feature_value"]) for r in first_layer} == {(0.3, 0.6)}
         assert {json.loads(r["extra"])["layer"] for r in first_layer} == {1.0}
+        # each patch's p against its null rides along (hand-made: 0.01 at the first layer)
+        extras = [json.loads(r["extra"]) for r in first_layer]
+        assert {(e["valence_p"], e["circuit_p"], e["emotions_p"]) for e in extras} == {
+            (0.01, 0.01, 0.01)
+        }
     faithful = {r["model"]: r for r in rows if r["metric"] == "circuit_faithfulness@good,nodes=5"}
     assert set(faithful) == {A, B}
     assert faithful[A]["feature_value"] == pytest.approx(5 / 7)

@@ -212,7 +212,17 @@ def test_steer_through_the_cli(tmp_path, tiny_llama_dir):
     emotions = ("--emotions", "happy,sad,calm")
     made = run_cli("vectors", *model, *emotions, "--layers", "1,2", "--offset", "10", env=env)
     assert made.code == 0, made.stderr
-    args = ("steer", *model, *emotions, "--layer", "2", "--scales", "0.1,0.2", "--gen-tokens", "3")
+    args = (
+        "steer",
+        *model,
+        *emotions,
+        "--layer",
+        "2",
+        "--scales",
+        "0.1,0.2",
+        "--max-new-tokens",
+        "3",
+    )
     result = run_cli(*args, "--level", "direction", env=env)
     assert result.code == 0, result.stderr
     with Store(tmp_path / "w.duckdb", read_only=True) as store:
@@ -229,6 +239,6 @@ def test_steer_through_the_cli(tmp_path, tiny_llama_dir):
     before = _digest(tmp_path / "w.duckdb")
     assert_user_error(run_cli(*args, "--scales", "0.1,nan", env=env), "finite")
     assert_user_error(run_cli(*args, "--level", "features", env=env), "no SAE for", "train")
-    assert_user_error(run_cli(*args, "--level", "sideways", env=env), "unknown --level")
+    assert_user_error(run_cli(*args, "--level", "sideways", env=env), "'sideways' is not one of")
     assert_user_error(run_cli(*args, "--layer", "7", env=env), "out of range")
     assert _digest(tmp_path / "w.duckdb") == before

@@ -3,7 +3,8 @@ valence axis, or within the emotion subspace?
 
 At one hook, the corrupted run's residual at the patched positions gets only its
 projection on span(B) from the clean run, B an orthonormal basis [d_model, r]:
-x_cor + B B^T (x_clean - x_cor); the rest stays corrupted. The effect is the patched
+x_cor + B B^T (x_clean - x_cor); the rest stays corrupted. Random subspaces of the
+same rank (`random_bases`) are each basis's null. The effect is the patched
 score minus the corrupted score, as for circuit nodes. A full basis (the identity)
 patches the whole residual there: the layer's own patching effect, which the other
 bases' effects are read against. The valence axis is `vectors.axes.valence_axis`.
@@ -11,18 +12,18 @@ bases' effects are read against. The valence axis is `vectors.axes.valence_axis`
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Sequence
 
 import numpy as np
 import torch
 
 from saefeatures import stats
-from saefeatures.circuits.curves import patched_activations
+from saefeatures.circuits.curves import ROWS_PER_FORWARD, patched_activations
 from saefeatures.errors import SaefeaturesError
 from saefeatures.interventions import Intervention, Patch
 from saefeatures.models import LoadedModel
 from saefeatures.patching.reply_scores import Score
-from saefeatures.patching.sweeps import PreparedPair, patch_positions, rows_of, scored_forward
+from saefeatures.patching.sweeps import PreparedPair, patch_positions, scored_forward
 
 ORTHONORMAL_TOLERANCE = 1e-4
 
@@ -39,38 +40,55 @@ def emotion_subspace(vectors: np.ndarray, share: float = 0.9) -> np.ndarray:
     return fitted.components[:rank].T
 
 
+def random_bases(d_model: int, rank: int, draws: int, seed: int) -> list[torch.Tensor]:
+    """`draws` orthonormal bases [d_model, rank] of uniformly random subspaces (QR of a
+    Gaussian matrix, signs fixed), the null of a basis of that rank; they depend only on
+    (seed, d_model, rank)."""
+    generator = np.random.default_rng([seed, d_model, rank])
+    found = []
+    for _ in range(draws):
+        q, r = np.linalg.qr(generator.standard_normal((d_model, rank)))
+        found.append(torch.as_tensor(q * np.sign(np.diag(r)), dtype=torch.float32))
+    return found
+
+
 @torch.no_grad()
 def projection_effects(
     model: LoadedModel,
     pair: PreparedPair,
     score: Score,
     hook: str,
-    bases: Mapping[str, torch.Tensor],
-) -> dict[str, float]:
-    """Each named basis's effect: the corrupted run with the projection of the residual
-    on its span at the patched positions taken from the clean run, minus the corrupted
-    run; one batched forward (copy 0 unpatched) after one run of both prompts."""
-    for name, basis in bases.items():
-        _check(name, basis, model.d_model)
+    bases: Sequence[torch.Tensor],
+) -> list[float]:
+    """Per basis, the corrupted run with the projection of the residual on its span at the
+    patched positions taken from the clean run, minus the corrupted run; one run of both
+    prompts, then the bases as copies of batched forwards of at most `ROWS_PER_FORWARD`
+    rows."""
+    for index, basis in enumerate(bases):
+        _check(index, basis, model.d_model)
     targets = [target for target, _ in patch_positions(pair)]
     ((clean, corrupted),) = patched_activations(model, [pair], [hook])
-    x_clean, x_cor = clean[hook].float(), corrupted[hook].float()
-    edits = []
-    for copy, basis in enumerate(bases.values(), start=1):
-        b = basis.to(x_cor.device, torch.float32)
-        patched = x_cor + (x_clean - x_cor) @ b @ b.T
-        edits.append(Intervention(hook, Patch(patched, targets), rows=rows_of(copy, score)))
-    found = scored_forward(
-        model, pair.prefix(model), pair.corrupted, score, len(edits) + 1, edits
-    ).tolist()
-    return {name: value - found[0] for name, value in zip(bases, found[1:], strict=True)}
+    x_cor = corrupted[hook].float()
+    difference = clean[hook].float() - x_cor
+    prefix = pair.prefix(model)
+    rows = len(score.continuations)
+    per_forward = max(1, ROWS_PER_FORWARD // rows - 1)
+    effects: list[float] = []
+    for start in range(0, len(bases), per_forward):
+        chunk = [b.to(x_cor.device, torch.float32) for b in bases[start : start + per_forward]]
+        # copy 0 stays corrupted: each chunk's effects are read against its own batch
+        patched = torch.stack([x_cor] + [x_cor + difference @ b @ b.T for b in chunk])
+        edit = Intervention(hook, Patch(patched.repeat_interleave(rows, dim=0), targets))
+        found = scored_forward(model, prefix, pair.corrupted, score, len(patched), [edit])
+        effects += (found[1:].float() - found[0].float()).tolist()
+    return effects
 
 
-def _check(name: str, basis: torch.Tensor, d_model: int) -> None:
+def _check(index: int, basis: torch.Tensor, d_model: int) -> None:
     """A basis must be [d_model, r] with orthonormal columns for B B^T to project."""
     if basis.ndim != 2 or basis.shape[0] != d_model:
         raise SaefeaturesError(
-            f"basis {name!r} has shape {tuple(basis.shape)}; give [d_model={d_model}, r]"
+            f"basis {index} has shape {tuple(basis.shape)}; give [d_model={d_model}, r]"
         )
     columns = basis.float()
     gram = columns.T @ columns
@@ -78,5 +96,5 @@ def _check(name: str, basis: torch.Tensor, d_model: int) -> None:
         gram, torch.eye(len(gram), dtype=gram.dtype, device=gram.device), atol=ORTHONORMAL_TOLERANCE
     ):
         raise SaefeaturesError(
-            f"basis {name!r} is not orthonormal; orthonormalise its columns (e.g. by QR)"
+            f"basis {index} is not orthonormal; orthonormalise its columns (e.g. by QR)"
         )

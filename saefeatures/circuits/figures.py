@@ -410,20 +410,47 @@ def _curves_interactive(circuit: StoredCircuit) -> go.Figure:
 # -- the direction view ----------------------------------------------------------
 
 
-def _by_intervention(circuit: StoredCircuit, condition: str) -> dict[str, tuple[list, list]]:
-    """Per intervention stored: the layers and their normalized effects (NULL as NaN)."""
-    found: dict[str, tuple[list, list]] = {}
+@dataclass(frozen=True)
+class _Series:
+    """One intervention's normalized effects by layer, and its null's mean ± 2 SD (NaN
+    where it has none)."""
+
+    layers: list[int]
+    values: list[float]
+    low: list[float]
+    high: list[float]
+
+    @property
+    def has_null(self) -> bool:
+        return not np.all(np.isnan(self.low))
+
+
+def _by_intervention(circuit: StoredCircuit, condition: str) -> dict[str, _Series]:
+    """Per intervention stored: its series (NULL as NaN). The null is normalized by the
+    same mean gap as the effect beside it."""
+    found: dict[str, _Series] = {}
     for row in in_condition(circuit.directions, condition):
-        layers, values = found.setdefault(row["intervention"], ([], []))
-        layers.append(row["layer"])
-        values.append(np.nan if row["normalized_effect"] is None else row["normalized_effect"])
+        series = found.setdefault(row["intervention"], _Series([], [], [], []))
+        normalized = row["normalized_effect"]
+        series.layers.append(row["layer"])
+        series.values.append(np.nan if normalized is None else normalized)
+        null, spread = row.get("null_effect"), row.get("null_spread")
+        if normalized is None or null is None or spread is None or not row["effect"]:
+            series.low.append(np.nan)
+            series.high.append(np.nan)
+            continue
+        scale = normalized / row["effect"]  # 1 / the pairs' mean gap
+        band = sorted(((null - 2 * spread) * scale, (null + 2 * spread) * scale))
+        series.low.append(band[0])
+        series.high.append(band[1])
     return {name: found[name] for name in INTERVENTION_COLORS if name in found}
 
 
 def _directions_title(circuit: StoredCircuit) -> str:
     return (
         f"{circuit.model}: normalized effect of patching clean values at each SAE layer:\n"
-        "the valence axis, the emotion subspace, the circuit's nodes there, the whole residual"
+        "the valence axis, the emotion subspace, the circuit's nodes there, the whole residual;\n"
+        "shaded: each one's null (random subspaces or node sets of its size), mean ± 2 SD"
     )
 
 
@@ -432,8 +459,11 @@ def _directions_static(circuit: StoredCircuit) -> Figure:
     figure = Figure(figsize=(4.5 * len(conditions) + 1, 4.5), layout="constrained")
     axes = figure.subplots(1, len(conditions), squeeze=False)[0]
     for ax, condition in zip(axes, conditions, strict=True):
-        for name, (layers, values) in _by_intervention(circuit, condition).items():
-            ax.plot(layers, values, marker="o", color=INTERVENTION_COLORS[name], label=name)
+        for name, series in _by_intervention(circuit, condition).items():
+            color = INTERVENTION_COLORS[name]
+            ax.plot(series.layers, series.values, marker="o", color=color, label=name)
+            if series.has_null:
+                ax.fill_between(series.layers, series.low, series.high, color=color, alpha=0.15)
         ax.axhline(0, color="grey", linewidth=0.8)
         ax.set_xticks(circuit.layers)
         ax.set(xlabel="layer", ylabel="(patched - corrupted) / (clean - corrupted)")
@@ -449,11 +479,28 @@ def _directions_interactive(circuit: StoredCircuit) -> go.Figure:
         rows=1, cols=len(conditions), subplot_titles=[_panel_title(c) for c in conditions]
     )
     for col, condition in enumerate(conditions, start=1):
-        for name, (layers, values) in _by_intervention(circuit, condition).items():
+        for name, series in _by_intervention(circuit, condition).items():
+            if series.has_null:
+                figure.add_trace(
+                    go.Scatter(
+                        x=series.layers + series.layers[::-1],
+                        y=series.high + series.low[::-1],
+                        fill="toself",
+                        fillcolor=INTERVENTION_COLORS[name],
+                        opacity=0.15,
+                        line={"width": 0},
+                        name=f"{name} null",
+                        legendgroup=name,
+                        showlegend=False,
+                        hoverinfo="skip",
+                    ),
+                    row=1,
+                    col=col,
+                )
             figure.add_trace(
                 go.Scatter(
-                    x=layers,
-                    y=values,
+                    x=series.layers,
+                    y=series.values,
                     mode="lines+markers",
                     name=name,
                     legendgroup=name,

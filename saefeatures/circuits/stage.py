@@ -15,7 +15,9 @@ score it, so that a circuit is never scored on the text that chose it. Per condi
 - faithfulness and completeness of the ranking's first n nodes against random node sets,
   mean-ablating with means taken on the selection pairs, scored on the evaluation pairs;
 - the direction view at each SAE layer: the valence axis, the emotion subspace, the
-  circuit's nodes there and the whole residual, each patched on the evaluation pairs.
+  circuit's nodes there and the whole residual, each patched on the evaluation pairs,
+  the first three against random subspaces or node sets of their size
+  (`direction_view`).
 
 Everything is computed first and written in one transaction (`circuit_nodes`,
 `circuit_edges`, `circuit_curves`, `circuit_directions`, defined in db/schema.sql),
@@ -24,20 +26,28 @@ replacing the model's earlier circuit.
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from itertools import pairwise, product
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import torch
 
 from saefeatures import models, progress
-from saefeatures.circuits import curves, directions, edges, figures, nodes
+from saefeatures.circuits import (
+    curves,
+    direction_view,
+    directions,
+    edges,
+    figures,
+    nodes,
+)
+from saefeatures.circuits import summary as circuit_summary
+from saefeatures.circuits.averages import PairMean, filled, pair_means
 from saefeatures.circuits.graph import CircuitSae, Node, PairEffects
-from saefeatures.circuits.stored import INTERVENTIONS
 from saefeatures.errors import SaefeaturesError
 from saefeatures.models import LoadedModel
 from saefeatures.options import CircuitOptions
@@ -55,8 +65,6 @@ RANKED_BY = "integrated_gradients"
 SIZES = (1, 2, 5, 10, 20, 50, 100, 200)  # circuit sizes of the curves, clipped to the ranking
 VECTOR_METHOD = "denoised"  # the emotion vectors of the direction view
 TABLES = ("circuit_nodes", "circuit_edges", "circuit_curves", "circuit_directions")
-
-Key = TypeVar("Key", bound=Hashable)
 
 
 @dataclass(frozen=True)
@@ -248,15 +256,6 @@ class _Inputs:
     options: CircuitOptions
 
 
-@dataclass(frozen=True)
-class _Mean:
-    """A mean over pairs of an effect and of effect / gap (None: no pair had a gap)."""
-
-    effect: float
-    normalized: float | None
-    pairs: int
-
-
 @dataclass
 class _Estimates:
     """Each method's node effects on every selection pair, their sums over positions and
@@ -264,7 +263,7 @@ class _Estimates:
 
     effects: dict[str, list[PairEffects]]
     summed: dict[str, list[dict[Node, float]]]
-    means: dict[str, dict[Node, _Mean]]
+    means: dict[str, dict[Node, PairMean]]
     ranking: list[Node]
 
 
@@ -318,8 +317,19 @@ def _find(
     rows["circuit_nodes"] = _node_rows(inputs.saes, estimates, circuit, exact, selected)
     rows["circuit_edges"] = _edge_rows(inputs, selected, circuit, condition)
     rows["circuit_curves"] = _curve_rows(inputs, selected, evaluated, estimates, rng, condition)
-    rows["circuit_directions"] = _direction_rows(inputs, evaluated, circuit, bases, condition)
-    summary.update(_summary(inputs.saes, circuit, fits, rows))
+    view = direction_view.DirectionView(
+        bases, circuit, estimates.ranking, inputs.options.null_directions, int(rng.integers(2**32))
+    )
+    rows["circuit_directions"] = direction_view.direction_rows(
+        inputs.model,
+        inputs.score,
+        inputs.saes,
+        [one.prepared for one in evaluated],
+        [one.gap for one in evaluated],
+        view,
+        condition,
+    )
+    summary.update(circuit_summary.of_condition(inputs.saes, circuit, fits, rows))
     return _Found(condition, rows, summary)
 
 
@@ -343,7 +353,7 @@ def _estimate(inputs: _Inputs, selected: list[_Scored], condition: str) -> _Esti
     every = list(dict.fromkeys(node for found in summed.values() for s in found for node in s))
     gaps = [one.gap for one in selected]
     means = {
-        method: _average([_filled(s, every) for s in found], gaps)
+        method: pair_means([filled(s, every) for s in found], gaps)
         for method, found in summed.items()
     }
     effective = [node for node in every if any(means[m][node].effect for m in METHODS)]
@@ -358,7 +368,7 @@ def _exact_check(
     circuit: list[Node],
     rng: np.random.Generator,
     condition: str,
-) -> tuple[dict[Node, _Mean], dict[str, dict[str, float] | None]]:
+) -> tuple[dict[Node, PairMean], dict[str, dict[str, float] | None]]:
     """The circuit's top nodes and as many random other nodes with an effect, each patched
     alone on the first selection pairs: their mean exact effects, and how well each
     method's estimate predicts them (median within-pair r)."""
@@ -381,7 +391,7 @@ def _exact_check(
                 {"pair_id": one.pair.id, "attribution": estimate.get(node, 0.0), "exact_effect": e}
                 for node, e in zip(checked, effects, strict=True)
             ]
-    means = _average(per_pair, [one.gap for one in pairs])
+    means = pair_means(per_pair, [one.gap for one in pairs])
     return means, {method: within_pair_correlation(rows) for method, rows in estimated.items()}
 
 
@@ -389,7 +399,7 @@ def _node_rows(
     saes: list[CircuitSae],
     estimates: _Estimates,
     circuit: list[Node],
-    exact: dict[Node, _Mean],
+    exact: dict[Node, PairMean],
     selected: list[_Scored],
 ) -> list[dict[str, Any]]:
     """`circuit_nodes` rows: every node with an effect, summed over positions, by both
@@ -397,7 +407,7 @@ def _node_rows(
     sites = {site.layer: site for site in saes}
     members = set(circuit)
 
-    def row(node: Node, method: str, position: int | None, mean: _Mean) -> dict[str, Any]:
+    def row(node: Node, method: str, position: int | None, mean: PairMean) -> dict[str, Any]:
         site = sites[node.layer]
         return {
             "sae_id": site.sae_id,
@@ -423,7 +433,7 @@ def _node_rows(
         positioned = [_at_positions(found, circuit) for found in estimates.effects[method]]
         rows += [
             row(node, method, position, mean)
-            for (node, position), mean in _average(positioned, gaps).items()
+            for (node, position), mean in pair_means(positioned, gaps).items()
         ]
     return rows + [row(node, "exact", None, mean) for node, mean in exact.items()]
 
@@ -459,9 +469,9 @@ def _edge_rows(
                 found = edges.edge_effects(
                     inputs.model, one.prepared, inputs.score, inputs.saes, upstream, downstream
                 )
-                per_pair.append(_filled(found, product(upstream, downstream)))
+                per_pair.append(filled(found, product(upstream, downstream)))
                 shown.advance()
-            means = _average(per_pair, [one.gap for one in pairs])
+            means = pair_means(per_pair, [one.gap for one in pairs])
             rows += [
                 {
                     "upstream_sae_id": up.sae_id,
@@ -510,179 +520,3 @@ def _curve_rows(
         int(rng.integers(2**32)),
     )
     return [asdict(point) for point in points]
-
-
-def _direction_rows(
-    inputs: _Inputs,
-    evaluated: list[_Scored],
-    circuit: list[Node],
-    bases: dict[int, dict[str, np.ndarray]],
-    condition: str,
-) -> list[dict[str, Any]]:
-    """`circuit_directions` rows: at each SAE layer, the valence axis, the emotion
-    subspace (where the layer has vectors), the circuit's nodes there (where it has some)
-    and the whole residual, each patched alone on the evaluation pairs."""
-    model, rows = inputs.model, []
-    whole = torch.eye(model.d_model, device=model.device)
-    with progress.bar(f"{condition}: direction view", len(evaluated) * len(inputs.saes)) as shown:
-        for site in inputs.saes:
-            given = {
-                name: torch.as_tensor(basis, dtype=torch.float32, device=model.device)
-                for name, basis in bases.get(site.layer, {}).items()
-            }
-            patched = {**given, "layer": whole}
-            here = [node for node in circuit if node.layer == site.layer]
-            per_pair = []
-            for one in evaluated:
-                effects = directions.projection_effects(
-                    model, one.prepared, inputs.score, site.hook, patched
-                )
-                if here:
-                    (effects["circuit"],) = nodes.exact_effects(
-                        model, one.prepared, inputs.score, [site], [here]
-                    )
-                per_pair.append(effects)
-                shown.advance()
-            dimensions = {name: basis.shape[1] for name, basis in patched.items()}
-            dimensions["circuit"] = len(here)
-            means = _average(per_pair, [one.gap for one in evaluated])
-            rows += [
-                {
-                    "layer": site.layer,
-                    "hook": site.hook,
-                    "intervention": name,
-                    "dimensions": dimensions[name],
-                    "effect": means[name].effect,
-                    "normalized_effect": means[name].normalized,
-                    "pairs": means[name].pairs,
-                }
-                for name in INTERVENTIONS
-                if name in means
-            ]
-    return rows
-
-
-def _filled(values: dict[Key, float], keys: Iterable[Key]) -> dict[Key, float]:
-    """The values of `keys`, 0 where a pair has none (no effect there)."""
-    return {key: values.get(key, 0.0) for key in keys}
-
-
-def _average(per_pair: Sequence[dict[Key, float]], gaps: Sequence[float]) -> dict[Key, _Mean]:
-    """Each key's mean effect and mean effect / gap over the pairs that have it."""
-    found: dict[Key, list[tuple[float, float]]] = {}
-    for values, gap in zip(per_pair, gaps, strict=True):
-        for key, value in values.items():
-            found.setdefault(key, []).append((value, gap))
-    means = {}
-    for key, items in found.items():
-        normalized = [effect / gap for effect, gap in items if gap]
-        means[key] = _Mean(
-            float(np.mean([effect for effect, _ in items])),
-            float(np.mean(normalized)) if normalized else None,
-            len(items),
-        )
-    return means
-
-
-# -- the summary ---------------------------------------------------------------------------
-
-
-def _summary(
-    saes: list[CircuitSae],
-    circuit: list[Node],
-    fits: dict[str, dict[str, float] | None],
-    rows: dict[str, list[dict[str, Any]]],
-) -> dict[str, Any]:
-    """The circuit's size and layers, its curves at its size beside the random sets', the
-    estimates against exact patches, and the direction view (lists: it goes through JSON)."""
-    at_size = {
-        (r["curve"], r["selection"]): r["value"]
-        for r in rows["circuit_curves"]
-        if r["nodes"] == len(circuit)
-    }
-    directions_at = {}
-    for r in rows["circuit_directions"]:
-        directions_at.setdefault(r["layer"], {})[r["intervention"]] = [
-            r["effect"],
-            r["normalized_effect"],
-        ]
-    return {
-        "size": len(circuit),
-        "layers": [
-            [site.layer, sum(node.layer == site.layer for node in circuit)] for site in saes
-        ],
-        "curves": {
-            curve: [at_size.get((curve, "circuit")), at_size.get((curve, "random"))]
-            for curve in ("faithfulness", "completeness")
-        },
-        "attribution_vs_exact": fits["attribution"],
-        "ig_vs_exact": fits["integrated_gradients"],
-        "edges": len(rows["circuit_edges"]),
-        "directions": sorted(directions_at.items()),
-    }
-
-
-def tables(summary: dict[str, Any]) -> list[tuple[str, list[str], list[list[Any]]]]:
-    """The summary as printable tables: (title, columns, rows)."""
-    found = summary["conditions"]
-    circuits = [
-        [
-            s["condition"],
-            f"{s['selection_pairs']} / {s['evaluation_pairs']}",
-            s["size"],
-            ", ".join(f"L{layer}: {n}" for layer, n in s["layers"]),
-            _beside(*s["curves"]["faithfulness"]),
-            _beside(*s["curves"]["completeness"]),
-            _r(s["attribution_vs_exact"]),
-            _r(s["ig_vs_exact"]),
-            s["edges"],
-        ]
-        for s in found
-    ]
-    shown = [
-        (
-            "circuits (chosen on the selection pairs, scored on the evaluation pairs)",
-            [
-                "condition",
-                "pairs (selection / evaluation)",
-                "nodes",
-                "nodes per layer",
-                "faithfulness (random)",
-                "completeness (random)",
-                "attribution vs exact r",
-                "IG vs exact r",
-                "edges",
-            ],
-            circuits,
-        )
-    ]
-    views = [
-        [s["condition"], layer, *(_effect(effects.get(name)) for name in INTERVENTIONS)]
-        for s in found
-        for layer, effects in s["directions"]
-    ]
-    if views:
-        shown.append(
-            (
-                "direction view on the evaluation pairs: effect (normalized) of patching",
-                ["condition", "layer", "valence axis", "emotion subspace", "circuit", "layer"],
-                views,
-            )
-        )
-    return shown
-
-
-def _beside(value: float | None, random: float | None) -> str:
-    shown = lambda v: "n/a" if v is None else f"{v:.2f}"  # noqa: E731
-    return f"{shown(value)} ({shown(random)})"
-
-
-def _r(fit: dict[str, float] | None) -> str:
-    return "n/a" if fit is None else f"{fit['r']:.2f} ({fit['pairs']} pairs)"
-
-
-def _effect(pair: list[float | None] | None) -> str:
-    if pair is None:
-        return "-"
-    effect, normalized = pair
-    return f"{effect:+.3f} ({'n/a' if normalized is None else f'{normalized:+.2f}'})"

@@ -18,9 +18,10 @@ from typer._click.exceptions import ClickException, UsageError
 
 from saefeatures import __version__
 from saefeatures.cli import data, db, experiments, features, run, sae, validate
+from saefeatures.cli.common import Typer
 from saefeatures.errors import SaefeaturesError
 
-app = typer.Typer(
+app = Typer(
     help="Emotion directions and SAE features in open language models, in one DuckDB store.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,

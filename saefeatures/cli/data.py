@@ -20,13 +20,14 @@ from saefeatures.cli.common import (
     ModelOption,
     OutOption,
     SeedOption,
+    Typer,
     options_from,
     workspace,
 )
 from saefeatures.config import DEFAULT_CORPUS, DEFAULT_DB, DEFAULT_MODEL, DEFAULT_OUT
 
-models_app = typer.Typer(help="The model registry: list, inspect, convert.")
-corpus_app = typer.Typer(
+models_app = Typer(help="The model registry: list, inspect, convert.")
+corpus_app = Typer(
     help="Text corpora: list, show, import, generate (model-written stories).",
     no_args_is_help=True,
 )
@@ -123,7 +124,7 @@ def corpus_generate(
         Defaults.topics
     ),
     stories_per_topic: Annotated[
-        int, typer.Option("--stories-per-topic")
+        int, typer.Option("--stories-per-topic", help="Stories per topic and emotion.")
     ] = Defaults.stories_per_topic,
     min_kept: Annotated[
         int | None,
@@ -133,8 +134,12 @@ def corpus_generate(
         int, typer.Option("--top-up-rounds", help="Extra rounds for emotions below --min-kept.")
     ] = Defaults.top_up_rounds,
     batch_size: BatchOption = Defaults.batch_size,
-    max_new_tokens: Annotated[int, typer.Option("--max-new-tokens")] = Defaults.max_new_tokens,
-    temperature: Annotated[float, typer.Option("--temperature")] = Defaults.temperature,
+    max_new_tokens: Annotated[
+        int, typer.Option("--max-new-tokens", help="Tokens per story at most.")
+    ] = Defaults.max_new_tokens,
+    temperature: Annotated[
+        float, typer.Option("--temperature", help="Sampling temperature.")
+    ] = Defaults.temperature,
     seed: SeedOption = Defaults.seed,
     dtype: DtypeOption = "auto",
     device: DeviceOption = "auto",

@@ -11,11 +11,20 @@ import typer
 
 from saefeatures import options as opts
 from saefeatures.cli import render
-from saefeatures.cli.common import CorpusOption, DbOption, OutOption, options_from, workspace
-from saefeatures.config import DEFAULT_CORPUS, DEFAULT_DB, DEFAULT_OUT
+from saefeatures.cli.common import (
+    CorpusOption,
+    DbOption,
+    FormatOption,
+    OutOption,
+    Typer,
+    options_from,
+    warn_renamed,
+    workspace,
+)
+from saefeatures.config import DEFAULT_CORPUS, DEFAULT_DB, DEFAULT_OUT, REPORT_NAME
 from saefeatures.errors import SaefeaturesError
 
-db_app = typer.Typer(help="The DuckDB store.", no_args_is_help=True)
+db_app = Typer(help="The DuckDB store.", no_args_is_help=True)
 
 
 def sql_command(
@@ -31,13 +40,12 @@ def sql_command(
     ] = None,
     limit: Annotated[int, typer.Option("--limit", help="Rows printed at most.")] = 50,
     every: Annotated[bool, typer.Option("--all", help="Print every row (no --limit).")] = False,
-    fmt: Annotated[str, typer.Option("--format", help="table, csv or json.")] = "table",
+    fmt: FormatOption = "table",
     db: DbOption = DEFAULT_DB,
 ) -> None:
     """Query the store read-only (`saefeatures queries` lists the shipped examples)."""
     from saefeatures.store import queries
 
-    render.check_format(fmt)
     bound = queries.parse_params(params or [])
     if limit < 1:
         raise SaefeaturesError(f"--limit {limit} prints nothing; give 1 or more, or --all")
@@ -153,14 +161,15 @@ def compare_command(
 
 
 def report_command(
-    output: Annotated[Path, typer.Option("-o", "--output", help="The HTML file to write.")] = Path(
-        "report.html"
-    ),
+    out: OutOption = DEFAULT_OUT,
+    output: Annotated[Path | None, typer.Option("-o", "--output", hidden=True)] = None,
     db: DbOption = DEFAULT_DB,
 ) -> None:
     """One self-contained HTML report (tables, figures, provenance) from the store alone."""
     from saefeatures.report import build
 
+    if output is not None:  # the former option: the file itself
+        warn_renamed("--output", "--out")
     with workspace(db).open_store(read_only=True) as store:
-        result = build.write(store, output)
+        result = build.write(store, output or out / REPORT_NAME)
     print(f"report: {result.path} ({len(result.sections)} sections, {result.figures} figures)")

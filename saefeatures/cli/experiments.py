@@ -17,6 +17,7 @@ from saefeatures.cli.common import (
     DbOption,
     DeviceOption,
     DtypeOption,
+    LayerOption,
     LevelOption,
     MethodOption,
     ModelOption,
@@ -24,6 +25,7 @@ from saefeatures.cli.common import (
     SaeOption,
     SeedOption,
     SomeEmotionsOption,
+    layer_or_default,
     options_from,
     workspace,
 )
@@ -32,11 +34,9 @@ from saefeatures.config import DEFAULT_CORPUS, DEFAULT_DB, DEFAULT_MODEL, DEFAUL
 if TYPE_CHECKING:
     from saefeatures.alignment.align import SaeAlignment
 
-LayerOption = Annotated[int, typer.Option("--layer", help="The layer of the vectors and SAEs.")]
-
 
 def align_command(
-    layer: LayerOption,
+    layer: LayerOption = None,
     model: ModelOption = DEFAULT_MODEL,
     sae: SaeOption = None,
     corpus: CorpusOption = DEFAULT_CORPUS,
@@ -48,7 +48,9 @@ def align_command(
     k_max: Annotated[
         int, typer.Option("--k-max", help="OMP steps (R² for k = 1..k-max).")
     ] = opts.AlignOptions.k_max,
-    null_samples: Annotated[int, typer.Option("--null-samples")] = opts.AlignOptions.null_samples,
+    null_samples: Annotated[
+        int, typer.Option("--null-directions", help="Random unit vectors of the descriptive null.")
+    ] = opts.AlignOptions.null_samples,
     text: Annotated[
         str | None,
         typer.Option("--text", help="Sample text for feature statistics; default: the SAE's."),
@@ -63,6 +65,7 @@ def align_command(
     db: DbOption = DEFAULT_DB,
 ) -> None:
     """Which SAE features carry each emotion vector: decoder cosine, OMP, activation selectivity."""
+    layer = layer_or_default(layer, model)
     options = options_from(opts.AlignOptions, locals())
 
     from saefeatures.alignment import align
@@ -99,7 +102,7 @@ def _print_alignment(result: SaeAlignment, k_max: int) -> None:
 
 
 def umap_command(
-    layer: LayerOption,
+    layer: LayerOption = None,
     model: ModelOption = DEFAULT_MODEL,
     sae: SaeOption = None,
     corpus: CorpusOption = DEFAULT_CORPUS,
@@ -124,6 +127,7 @@ def umap_command(
     out: OutOption = DEFAULT_OUT,
 ) -> None:
     """UMAP of the SAE's emotion-aligned decoder directions, with the emotion vectors."""
+    layer = layer_or_default(layer, model)
     options = options_from(opts.UmapOptions, locals())
 
     from saefeatures.alignment import feature_map
@@ -131,6 +135,7 @@ def umap_command(
     with workspace(db, out).open_store() as store:
         result = feature_map.draw(store, out, options)
     facts = {
+        "layer": layer,
         "sae_id": result.sae_id,
         **result.points,
         "umap seconds": round(result.umap_seconds, 1),
@@ -141,9 +146,7 @@ def umap_command(
 
 def steer_command(
     model: ModelOption = DEFAULT_MODEL,
-    layer: Annotated[
-        int | None, typer.Option("--layer", help="Default: a third of the depth.")
-    ] = None,
+    layer: LayerOption = None,
     level: LevelOption = "both",
     emotions: Annotated[
         str, typer.Option("--emotions", help="Steering and target words.")
@@ -158,7 +161,7 @@ def steer_command(
     method: MethodOption = "denoised",
     sae: SaeOption = None,
     gen_tokens: Annotated[
-        int, typer.Option("--gen-tokens", help="Tokens per generation.")
+        int, typer.Option("--max-new-tokens", help="Tokens per generation at most.")
     ] = opts.SteerOptions.gen_tokens,
     dtype: DtypeOption = "auto",
     device: DeviceOption = "auto",
@@ -195,7 +198,7 @@ SituationsOption = Annotated[
     int | None, typer.Option("--limit", help="Only the first N situations.")
 ]
 PairScoreOption = Annotated[
-    str, typer.Option("--score", help="The pair score the patches change: anchors or replies.")
+    opts.ReplyScore, typer.Option("--score", help="The pair score the patches change.")
 ]
 
 
@@ -203,15 +206,16 @@ def patch_command(
     model: ModelOption = DEFAULT_MODEL,
     pairs: PairsOption = None,
     level: Annotated[
-        str, typer.Option("--level", help="resid, heads, features (SAE attribution) or all.")
+        opts.PatchLevel,
+        typer.Option("--level", help="Residual stream, heads, SAE features (attribution) or all."),
     ] = "all",
     score: PairScoreOption = "anchors",
     positions: Annotated[
-        str,
+        opts.PatchPositions,
         typer.Option(
             "--positions",
             help="Residual sweep: differing (the tokens where the prompts differ, and the "
-            "last) or all positions after the shared prefix.",
+            "last) or all the positions after the shared prefix.",
         ),
     ] = "differing",
     limit: SituationsOption = None,
@@ -275,6 +279,14 @@ def circuit_command(
     draws: Annotated[
         int, typer.Option("--draws", help="Random node sets per size (the curves' baseline).")
     ] = opts.CircuitOptions.draws,
+    null_directions: Annotated[
+        int,
+        typer.Option(
+            "--null-directions",
+            help="Random subspaces of the same rank (and random node sets of the same size) "
+            "per null of the direction view.",
+        ),
+    ] = opts.CircuitOptions.null_directions,
     seed: SeedOption = 0,
     corpus: Annotated[
         str, typer.Option("--corpus", help="Corpus of the emotion vectors (direction view).")
@@ -287,10 +299,10 @@ def circuit_command(
     """Feature circuits of good- vs bad-news prompts across the residual-stream SAEs."""
     options = options_from(opts.CircuitOptions, locals(), saes="sae")
 
-    from saefeatures.circuits import stage
+    from saefeatures.circuits import stage, summary
 
     with workspace(db, out).open_store() as store:
         result = stage.circuit(store, out, options)
-    for title, columns, rows in stage.tables(result.summary):
+    for title, columns, rows in summary.tables(result.summary):
         render.print_rows(columns, rows, title=f"{result.model}: {title}")
     print("figures: " + ", ".join(result.figures))

@@ -7,28 +7,21 @@ import json
 import sys
 from collections.abc import Iterable
 from dataclasses import asdict
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from saefeatures.errors import SaefeaturesError
-
 if TYPE_CHECKING:
     import pyarrow as pa
 
-FORMATS = ("table", "csv", "json")
+Format = Literal["table", "csv", "json"]
 # Wide when piped, so that tables stay readable in logs and files.
 console = Console(width=None if sys.stdout.isatty() else 160)
 
 
-def check_format(fmt: str) -> None:
-    if fmt not in FORMATS:
-        raise SaefeaturesError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
-
-
-def print_arrow(table: pa.Table, fmt: str = "table", title: str | None = None) -> None:
+def print_arrow(table: pa.Table, fmt: Format = "table", title: str | None = None) -> None:
     rows = table.to_pylist()
     if fmt == "csv":
         writer = csv.writer(sys.stdout, lineterminator="\n")

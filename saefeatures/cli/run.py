@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from enum import Enum
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -16,6 +17,8 @@ from saefeatures.cli.common import (
     LayersOption,
     ModelOption,
     OutOption,
+    SetOption,
+    TrainingTokensOption,
     parse_emotions,
     parse_layers,
     parse_names,
@@ -57,21 +60,10 @@ SaeConfigOption = Annotated[
 TrainOption = Annotated[
     bool, typer.Option("--train/--no-train", help="Train SAEs at the config's layers.")
 ]
-SaeTokensOption = Annotated[
-    int | None,
-    typer.Option("--sae-tokens", help="Training tokens per SAE (default: the config's)."),
-]
-SaeSetOption = Annotated[
-    list[str] | None,
-    typer.Option("--sae-set", help="KEY=VALUE override of the SAE config (repeatable)."),
-]
+Stage = Enum("Stage", {name: name for name in (*opts.STAGES, "all")}, type=str)
 ForceOption = Annotated[
-    list[str] | None,
-    typer.Option(
-        "--force",
-        help="Rerun a stage done before on the same inputs (repeatable): "
-        f"{', '.join(opts.STAGES)}, or all.",
-    ),
+    list[Stage] | None,
+    typer.Option("--force", help="Rerun a stage done before on the same inputs (repeatable)."),
 ]
 
 
@@ -84,8 +76,8 @@ def run_command(
     model_stories: ModelStoriesOption = opts.RunOptions.model_stories,
     config: SaeConfigOption = None,
     train: TrainOption = True,
-    sae_tokens: SaeTokensOption = None,
-    sae_overrides: SaeSetOption = None,
+    training_tokens: TrainingTokensOption = None,
+    overrides: SetOption = None,
     dtype: DtypeOption = "auto",
     device: DeviceOption = "auto",
     force: ForceOption = None,
@@ -105,9 +97,9 @@ def run_command(
         model_stories=model_stories,
         sae_config=config,
         train=train,
-        sae_tokens=sae_tokens,
-        sae_overrides=tuple(sae_overrides or ()),
-        force=frozenset(force or ()),
+        sae_tokens=training_tokens,
+        sae_overrides=tuple(overrides or ()),
+        force=frozenset(stage.value for stage in force or ()),
         dtype=dtype,
         device=device,
     )

@@ -14,8 +14,11 @@ from saefeatures.cli.common import (
     DbOption,
     DeviceOption,
     DtypeOption,
+    FormatOption,
     ModelOption,
     OutOption,
+    SetOption,
+    TrainingTokensOption,
     options_from,
     parse_layers,
     workspace,
@@ -24,7 +27,14 @@ from saefeatures.config import DEFAULT_DB, DEFAULT_MODEL, DEFAULT_OUT
 from saefeatures.errors import SaefeaturesError
 
 SaeIdArgument = Annotated[str, typer.Argument(help="An SAE id, as listed by `saefeatures saes`.")]
-FormatOption = Annotated[str, typer.Option("--format", help="table, csv or json.")]
+SaeDtypeOption = Annotated[
+    opts.Dtype | None,
+    typer.Option(
+        "--dtype",
+        help="auto: bfloat16 where the hardware computes in it, else float32; default: the "
+        "dtype the SAE is (or was) trained in.",
+    ),
+]
 
 
 def train_command(
@@ -37,16 +47,11 @@ def train_command(
         str | None, typer.Option("--config", help="YAML file or preset; default: the model's.")
     ] = None,
     hook: Annotated[
-        str | None, typer.Option("--hook", help="resid_post, mlp_out or attn_out.")
+        opts.HookSite | None, typer.Option("--hook", help="Hook site; default: the config's.")
     ] = None,
-    tokens: Annotated[int | None, typer.Option("--tokens", help="Training tokens.")] = None,
-    dtype: Annotated[
-        str | None,
-        typer.Option(
-            "--dtype", help="Harvest dtype: auto, float32 or bfloat16; default: the config's."
-        ),
-    ] = None,
-    seed: Annotated[int | None, typer.Option("--seed")] = None,
+    tokens: TrainingTokensOption = None,
+    dtype: SaeDtypeOption = None,
+    seed: Annotated[int | None, typer.Option("--seed", help="Default: the config's.")] = None,
     dataset: Annotated[
         str | None,
         typer.Option("--dataset", help="Hugging Face dataset, or local .txt/.jsonl/.parquet."),
@@ -57,9 +62,7 @@ def train_command(
     restart: Annotated[
         bool, typer.Option("--restart", help="Start clean instead of resuming.")
     ] = False,
-    overrides: Annotated[
-        list[str] | None, typer.Option("--set", help="KEY=VALUE config override (repeatable).")
-    ] = None,
+    overrides: SetOption = None,
     device: DeviceOption = "auto",
     db: DbOption = DEFAULT_DB,
     out: OutOption = DEFAULT_OUT,
@@ -110,12 +113,13 @@ def evaluate_command(
     dataset: Annotated[
         str | None, typer.Option("--dataset", help="Held-out text source; default: training's.")
     ] = None,
-    eval_tokens: Annotated[int | None, typer.Option("--eval-tokens")] = None,
-    batch_size: Annotated[int | None, typer.Option("--batch-size")] = None,
-    dtype: Annotated[
-        str | None,
-        typer.Option("--dtype", help="auto, float32 or bfloat16; default: the training's."),
+    eval_tokens: Annotated[
+        int | None, typer.Option("--eval-tokens", help="Held-out tokens; default: the training's.")
     ] = None,
+    batch_size: Annotated[
+        int | None, typer.Option("--batch-size", help="Default: the training's eval batch size.")
+    ] = None,
+    dtype: SaeDtypeOption = None,
     device: DeviceOption = "auto",
     db: DbOption = DEFAULT_DB,
     out: OutOption = DEFAULT_OUT,
@@ -140,21 +144,20 @@ def saes_command(
     """List the registered SAEs with their headline metrics."""
     from saefeatures.sae import api
 
-    render.check_format(fmt)
     with workspace(db).open_store(read_only=True) as store:
         render.print_arrow(api.list_saes(store, model), fmt, title="SAEs")
 
 
 def load_command(
     path: Annotated[Path | None, typer.Option("--path", help="An SAE folder.")] = None,
-    sae_format: Annotated[
-        str, typer.Option("--format", help="Folder layout: saelens or sparsify.")
+    layout: Annotated[
+        opts.SaeFormat, typer.Option("--layout", help="The folder's layout.")
     ] = "saelens",
     release: Annotated[
         str | None, typer.Option("--release", help="SAELens pretrained release.")
     ] = None,
-    hub_sae_id: Annotated[
-        str | None, typer.Option("--sae-id", help="SAE id within the release.")
+    saelens_id: Annotated[
+        str | None, typer.Option("--saelens-id", help="The SAE's id within the release.")
     ] = None,
     model: ModelOption = DEFAULT_MODEL,
     hook: Annotated[
@@ -167,7 +170,7 @@ def load_command(
     out: OutOption = DEFAULT_OUT,
 ) -> None:
     """Register an SAE from a folder or SAELens' registry, after checking it fits the model."""
-    options = options_from(opts.LoadOptions, locals(), format="sae_format")
+    options = options_from(opts.LoadOptions, locals(), format="layout", hub_sae_id="saelens_id")
 
     from saefeatures.sae import api
 

@@ -16,6 +16,7 @@ from saefeatures.cli.common import (
     DbOption,
     DeviceOption,
     DtypeOption,
+    LayerOption,
     LayersOption,
     LevelOption,
     MethodOption,
@@ -23,6 +24,7 @@ from saefeatures.cli.common import (
     SaeOption,
     SeedOption,
     SomeEmotionsOption,
+    Typer,
     options_from,
     workspace,
 )
@@ -31,16 +33,13 @@ from saefeatures.config import DEFAULT_CORPUS, DEFAULT_DB, DEFAULT_MODEL
 if TYPE_CHECKING:
     from saefeatures.validation.preferences import PreferenceResult
 
-validate_app = typer.Typer(
+validate_app = Typer(
     help="The original study's validation experiments, with directions and SAE features.",
     no_args_is_help=True,
 )
 
-TopKOption = Annotated[int, typer.Option("--top-k", help="Aligned features summed per emotion.")]
+TopOption = Annotated[int, typer.Option("--top", help="Aligned features summed per emotion.")]
 PermutationsOption = Annotated[int, typer.Option("--permutations", help="Null draws.")]
-SteerLayerOption = Annotated[
-    int | None, typer.Option("--layer", help="Steered layer; default: a third of the depth.")
-]
 SteerEmotionsOption = Annotated[str, typer.Option("--emotions", help="Steering emotions, a,b,c.")]
 ScalesOption = Annotated[
     str, typer.Option("--scales", help="Comma-separated, x the layer's mean residual norm.")
@@ -77,16 +76,16 @@ def validate_retrieval(
     layers: LayersOption = "all",
     level: LevelOption = "both",
     split: Annotated[
-        str,
+        opts.Split,
         typer.Option(
             "--split",
-            help="auto (the corpus's own train/heldout split, else passage), corpus, passage "
-            "or topic (seeded halves).",
+            help="auto: the corpus's own train/heldout split, else passage; passage and topic: "
+            "seeded halves.",
         ),
     ] = opts.RetrievalOptions.split,
     method: MethodOption = "denoised",
     sae: SaeOption = None,
-    top_k: TopKOption = Readout.top_k,
+    top_k: TopOption = Readout.top_k,
     permutations: PermutationsOption = Readout.permutations,
     batch_size: BatchOption = Readout.batch_size,
     seed: SeedOption = 0,
@@ -126,7 +125,7 @@ def validate_quantity(
     level: LevelOption = "both",
     method: MethodOption = "denoised",
     sae: SaeOption = None,
-    top_k: TopKOption = Readout.top_k,
+    top_k: TopOption = Readout.top_k,
     permutations: PermutationsOption = Readout.permutations,
     batch_size: BatchOption = opts.QuantityOptions.batch_size,
     headline_layer: Annotated[
@@ -163,11 +162,11 @@ def validate_quantity(
 @validate_app.command("behaviour")
 def validate_behaviour(
     model: ModelOption = DEFAULT_MODEL,
-    layer: SteerLayerOption = None,
+    layer: LayerOption = None,
     level: LevelOption = "both",
     emotions: SteerEmotionsOption = BEHAVIOUR_EMOTIONS,
     scales: ScalesOption = CHOICE_SCALES,
-    top_k: TopKOption = Choice.top_k,
+    top_k: TopOption = Choice.top_k,
     scenarios: Annotated[
         Path | None,
         typer.Option("--scenarios", help="JSONL: id, scenario, option_a, option_b, unethical."),
@@ -218,16 +217,20 @@ def validate_behaviour(
 @validate_app.command("preferences")
 def validate_preferences(
     model: ModelOption = DEFAULT_MODEL,
-    layer: SteerLayerOption = None,
+    layer: LayerOption = None,
     level: LevelOption = "both",
     emotions: SteerEmotionsOption = PREFERENCE_EMOTIONS,
     scales: ScalesOption = CHOICE_SCALES,
-    top_k: TopKOption = Choice.top_k,
+    top_k: TopOption = Choice.top_k,
     activities: Annotated[
         Path | None, typer.Option("--activities", help="CSV with header activity,category.")
     ] = None,
     pairs: Annotated[
-        int, typer.Option("--pairs", help="Ordered pairs asked (seeded sample; all if enough).")
+        int,
+        typer.Option(
+            "--comparisons",
+            help="Ordered pairs of activities asked (seeded sample; all if enough).",
+        ),
     ] = opts.PreferenceOptions.pairs,
     steer_activities: Annotated[
         int, typer.Option("--steer-activities", help="Activities steered, one at a time.")

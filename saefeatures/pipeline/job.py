@@ -21,6 +21,7 @@ from typing import Any
 
 from saefeatures import compare, models, options, steering
 from saefeatures.alignment import align, feature_map
+from saefeatures.config import REPORT_NAME
 from saefeatures.corpora import catalog, stories
 from saefeatures.errors import SaefeaturesError
 from saefeatures.options import RunOptions, TrainOptions
@@ -37,7 +38,6 @@ from saefeatures.validation import behaviour, preferences, quantity, retrieval
 from saefeatures.vectors import extraction, geometry
 
 SAMPLE_PROMPT = "I just got accepted into my dream PhD program today!"
-REPORT_NAME = "report.html"
 # The job runs every stage at sizes that keep the demo short on 2 CPU cores: with
 # --model-stories, two model stories of up to 120 tokens per emotion (two topics, so that
 # retrieval can hold one out); steering with four emotions; the first situation's good-

@@ -124,7 +124,8 @@ def _direction_sentences(circuit: StoredCircuit, condition: str) -> list[str]:
         residual = whole.get(best["layer"])
         context = "" if residual is None else f"; the whole residual there: {residual:.2f}"
         said.append(
-            f"{what}, layer {best['layer']} ({best['normalized_effect']:.2f} of the gap{context})"
+            f"{what}, layer {best['layer']} ({best['normalized_effect']:.2f} of the gap"
+            f"{_against_null(best)}{context})"
         )
     if not said:
         return []
@@ -132,6 +133,18 @@ def _direction_sentences(circuit: StoredCircuit, condition: str) -> list[str]:
         "Patched alone at one SAE layer, each moves the score furthest toward the clean "
         f"prompt's at: {'; '.join(said)}."
     ]
+
+
+def _against_null(row: dict[str, Any]) -> str:
+    """The p-value of a direction-view row against its null, where it has one."""
+    if not row.get("null_draws"):
+        return ""
+    drawn = (
+        f"random sets of {row['dimensions']} nodes"
+        if row["intervention"] == "circuit"
+        else f"random subspaces of rank {row['dimensions']}"
+    )
+    return f", p = {row['p_value']:.2g} against {row['null_draws']} {drawn}"
 
 
 def _node_row(node: dict[str, Any]) -> list[Any]:

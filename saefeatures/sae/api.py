@@ -621,7 +621,7 @@ def load(store: Store, out: Path, options: LoadOptions) -> Loaded:
     models.check_options(options.dtype, options.device)
     spec = models.resolve(options.model)
     if (options.path is None) == (options.release is None):
-        raise SaefeaturesError("pass either --path DIR or --release R --sae-id ID")
+        raise SaefeaturesError("pass either --path DIR or --release R --saelens-id ID")
     if options.path is not None:
         # Folders are checked from cfg.json first: a misfit is refused before SAELens loads.
         path = Path(options.path).expanduser()
@@ -630,7 +630,7 @@ def load(store: Store, out: Path, options: LoadOptions) -> Loaded:
         d_in, own_hook, sae = info.d_in, info.hook_name, None
     else:
         if not options.hub_sae_id:
-            raise SaefeaturesError("--release needs --sae-id (the SAE's id within the release)")
+            raise SaefeaturesError("--release needs --saelens-id (the SAE's id within the release)")
         kind, source = "pretrained", f"{options.release}/{options.hub_sae_id}"
         sae = loading.read_pretrained(options.release or "", options.hub_sae_id, options.device)
         d_in, own_hook = int(sae.cfg.d_in), sae.cfg.metadata.hook_name

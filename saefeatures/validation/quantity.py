@@ -378,21 +378,13 @@ def _level_tables(
                     "families": int(np.isfinite(danger).sum()),
                     "families_rising": int((danger > 0).sum()),
                     "mean_danger_rho": _finite(observed),
-                    "p_value": _null_p(observed, nulls[li]["subspace"]),
-                    "p_random": _null_p(observed, nulls[li]["random"]),
+                    "p_value": stats.two_sided_p(observed, nulls[li]["subspace"]),
+                    "p_random": stats.two_sided_p(observed, nulls[li]["random"]),
                     "p_order": _finite(overall_p[li, e]),
                     "headline": layer == at,
                 }
             )
     return {"quantity_scores": scores, "quantity_results": results, "quantity_summary": summary}
-
-
-def _null_p(observed: float, null: np.ndarray) -> float | None:
-    """Two-sided p of a mean danger rho against its null draws; the +1s keep p > 0."""
-    if math.isnan(observed):
-        return None
-    finite = null[np.isfinite(null)]
-    return float((1 + np.sum(np.abs(finite) >= abs(observed) * (1 - 1e-12))) / (1 + len(finite)))
 
 
 def _comparisons(

@@ -103,7 +103,7 @@ def aligned(tmp_path_factory, tiny_llama_dir) -> dict[str, object]:
         TEXT,
         "--sample-rows",
         "4",
-        "--null-samples",
+        "--null-directions",
         "200",
         "--top",
         "10",

@@ -148,6 +148,7 @@ def insert_circuit(store: Store, run_id: str, model: str, layers: tuple[int, int
                         "effect": value * GAP * sign,
                         "normalized_effect": value,
                         "pairs": 7,
+                        **_null(intervention, at),
                     }
                 )
     for table, chosen in rows.items():
@@ -163,3 +164,10 @@ def insert_circuit(store: Store, run_id: str, model: str, layers: tuple[int, int
             "promoted_tokens": [tokens],
         },
     )
+
+
+def _null(intervention: str, at: int) -> dict[str, Any]:
+    """The direction view's null columns: none for the whole layer, else 99 draws."""
+    if intervention == "layer":
+        return {"null_effect": None, "null_spread": None, "null_draws": 0, "p_value": None}
+    return {"null_effect": 0.01, "null_spread": 0.02, "null_draws": 99, "p_value": 0.01 * (at + 1)}

@@ -36,6 +36,11 @@ def _gap(model, score, pair: sweeps.PreparedPair) -> float:
     )
 
 
+def _effects(model, pair, score, bases: dict[str, torch.Tensor]) -> dict[str, float]:
+    found = directions.projection_effects(model, pair, score, HOOK, list(bases.values()))
+    return dict(zip(bases, found, strict=True))
+
+
 def test_projections_of_the_whole_residual_none_of_it_and_its_span(tiny_chat, score, pair):
     delta = _differences(tiny_chat, pair)  # every position of the aligned pair
     rank = len(delta)
@@ -46,7 +51,7 @@ def test_projections_of_the_whole_residual_none_of_it_and_its_span(tiny_chat, sc
         "orthogonal": q[:, rank : rank + 5],
         "span": q[:, :rank],
     }
-    effects = directions.projection_effects(tiny_chat, pair, score, HOOK, bases)
+    effects = _effects(tiny_chat, pair, score, bases)
     gap = _gap(tiny_chat, score, pair)
     assert abs(gap) > 1e-4
     assert effects["layer"] == pytest.approx(gap, rel=1e-3)
@@ -63,7 +68,7 @@ def test_a_planted_direction_carries_the_last_position_of_unequal_prompts(tiny_c
     other = torch.randn(tiny_chat.d_model, generator=torch.Generator().manual_seed(0))
     other = other - (other @ planted) * planted
     bases = {"planted": planted[:, None], "other": (other / other.norm())[:, None]}
-    effects = directions.projection_effects(tiny_chat, pair, score, HOOK, bases)
+    effects = _effects(tiny_chat, pair, score, bases)
     # The whole effect here: the clean residual at the last position only, by hand.
     (clean, _), (corrupted, (last,)) = sides(pair)
     x_clean = layer_output(tiny_chat, whole(pair, clean), LAYER)[-1]
@@ -82,7 +87,36 @@ def test_a_planted_direction_carries_the_last_position_of_unequal_prompts(tiny_c
 def test_bases_must_be_orthonormal_columns_of_the_model_width(tiny_chat, score, pair):
     for basis, message in ((2 * torch.eye(64), "not orthonormal"), (torch.eye(8), "shape")):
         with pytest.raises(SaefeaturesError, match=message):
-            directions.projection_effects(tiny_chat, pair, score, HOOK, {"bad": basis})
+            directions.projection_effects(tiny_chat, pair, score, HOOK, [basis])
+
+
+def test_bases_past_one_forward_give_what_each_gives_alone(tiny_chat, score, pair):
+    """More bases than one forward holds run in several batches, each read against its own
+    unpatched copy: every basis's effect is the one it has when patched alone."""
+    drawn = directions.random_bases(tiny_chat.d_model, 3, 80, seed=1)
+    bases = [torch.eye(tiny_chat.d_model), *drawn]
+    per_forward = directions.ROWS_PER_FORWARD // len(score.continuations) - 1
+    assert len(bases) > per_forward  # at least two forwards
+    together = directions.projection_effects(tiny_chat, pair, score, HOOK, bases)
+    alone = [directions.projection_effects(tiny_chat, pair, score, HOOK, [b])[0] for b in bases]
+    np.testing.assert_allclose(together, alone, rtol=1e-4, atol=1e-6)
+    assert together[0] == pytest.approx(_gap(tiny_chat, score, pair), rel=1e-3)
+
+
+def test_random_bases_are_orthonormal_reproducible_and_uniform():
+    d_model, rank = 64, 4
+    drawn = directions.random_bases(d_model, rank, 400, seed=3)
+    assert len(drawn) == 400
+    for basis in drawn[:20]:
+        torch.testing.assert_close(basis.T @ basis, torch.eye(rank), atol=1e-5, rtol=0)
+    again = directions.random_bases(d_model, rank, 400, seed=3)
+    assert all(torch.equal(a, b) for a, b in zip(drawn, again, strict=True))
+    assert not torch.equal(drawn[0], directions.random_bases(d_model, rank, 1, seed=4)[0])
+    # A uniformly random rank-r subspace holds r/d of a fixed unit vector's squared norm
+    # on average, whichever vector: planted axes are no exception.
+    for axis in (0, 17):
+        held = np.array([float(basis[axis].square().sum()) for basis in drawn])
+        assert held.mean() == pytest.approx(rank / d_model, rel=0.15)
 
 
 def _emotions(rng: np.random.Generator) -> np.ndarray:

@@ -82,3 +82,28 @@ def test_without_circuit_rows_nothing_is_drawn(tmp_path):
         insert_circuit(store, run_id, "gemma-3-270m", (2, 6))  # another model's circuit
         assert figures.circuit_figures(store, MODEL, out) == []
     assert not out.exists()
+
+
+def test_each_direction_view_line_has_its_null_band_and_the_layer_none(stored):
+    with Store(stored, read_only=True) as store:
+        circuit = read_circuit(store, MODEL)
+        rows = store.query(
+            "SELECT * FROM circuit_directions WHERE condition = 'good' ORDER BY layer"
+        ).to_pylist()
+    drawn = figures.PARTS["effects_by_layer"].interactive(circuit)
+    bands = {t.name: t for t in drawn.data if t.fill == "toself" and t.xaxis == "x"}
+    assert set(bands) == {"valence null", "emotions null", "circuit null"}
+    for name in ("valence", "circuit"):
+        mine = [r for r in rows if r["intervention"] == name]
+        scale = [r["normalized_effect"] / r["effect"] for r in mine]
+        high = [
+            (r["null_effect"] + 2 * r["null_spread"]) * k for r, k in zip(mine, scale, strict=True)
+        ]
+        low = [
+            (r["null_effect"] - 2 * r["null_spread"]) * k for r, k in zip(mine, scale, strict=True)
+        ]
+        edges = [sorted(pair) for pair in zip(low, high, strict=True)]
+        band = bands[f"{name} null"]
+        assert list(band.x) == [r["layer"] for r in mine] + [r["layer"] for r in mine][::-1]
+        expected = [top for _, top in edges] + [bottom for bottom, _ in edges][::-1]
+        assert list(band.y) == pytest.approx(expected)

@@ -111,6 +111,8 @@ def stored_circuit(circuit_workspace, tiny_chat_dir) -> dict[str, Any]:
         "0",
         "--draws",
         "3",
+        "--null-directions",
+        "4",
         "--dtype",
         "float32",
         env=ws["env"],
@@ -137,6 +139,13 @@ def test_the_circuit_command_writes_every_table(circuit_workspace, stored_circui
         (2, "layer"),
     }
     assert not {(2, "valence"), (2, "emotions")} & {(r["layer"], r["intervention"]) for r in views}
+    # Every view but the whole layer has its null of --null-directions draws.
+    nulls = _read(db, "SELECT intervention, null_draws, p_value FROM circuit_directions")
+    for row in nulls:
+        if row["intervention"] == "layer":
+            assert (row["null_draws"], row["p_value"]) == (0, None)
+        else:
+            assert row["null_draws"] == 4 and 1 / 5 <= row["p_value"] <= 1, row
     # Each condition's circuit has --nodes nodes (or every node with an effect), by both
     # estimates; the curves have the circuit and its random baseline.
     members = _read(
@@ -163,17 +172,16 @@ def test_the_split_is_recorded_and_the_circuit_chosen_on_the_selection_pairs(
 
     saes = _saes(db)
     good = [_prepared(tiny_chat, score, i) for i in config["selection_pairs"] if "good" in i]
-    # Each node's mean normalized integrated-gradients effect, computed here pair by pair.
+    # Each node's normalized integrated-gradients effect, computed here pair by pair: its
+    # mean effect over the pairs divided by their mean gap.
     summed = [
         nodes.node_effects(tiny_chat, pair, score, saes, "integrated_gradients", steps=5).summed()
         for pair, _ in good
     ]
     every = set().union(*summed)
+    mean_gap = np.mean([gap for _, gap in good])
     expected = {
-        node: np.mean(
-            [found.get(node, 0.0) / gap for found, (_, gap) in zip(summed, good, strict=True)]
-        )
-        for node in every
+        node: np.mean([found.get(node, 0.0) for found in summed]) / mean_gap for node in every
     }
     stored = _read(
         db,
@@ -226,7 +234,7 @@ def test_bad_input_is_one_line_and_leaves_the_store_alone(
             ((*chat, "--layers", "0"), ("no SAE for", "at layer 0", "layers 1, 2")),
             ((*chat, "--layers", "9"), ("out of range",)),
             ((*chat, "--nodes", "0"), ("--nodes must be at least 1",)),
-            ((*chat, "--score", "vibes"), ("unknown --score 'vibes'",)),
+            ((*chat, "--score", "vibes"), ("'--score'", "'vibes' is not one of")),
             ((*chat, "--sae", "nope"), ("--sae nope", "saefeatures saes")),
             ((*chat, "--pairs", str(one)), ("at least 2 situations",)),
         ],

@@ -929,7 +929,7 @@ def _command(draw, models: dict[str, str], files: dict[str, str]) -> list[str]:
         option = draw(
             st.sampled_from(
                 [
-                    "--tokens",
+                    "--training-tokens",
                     "--seed",
                     "--layers",
                     "--layer",
@@ -961,7 +961,7 @@ def _command(draw, models: dict[str, str], files: dict[str, str]) -> list[str]:
                     "--layer",
                     "--level",
                     "--emotions",
-                    "--gen-tokens",
+                    "--max-new-tokens",
                     "--dtype",
                     "--device",
                 ]

@@ -511,9 +511,9 @@ def _digest(path: Path) -> str:
         ([GOOD, "{not json"], [], ["line 2", "not valid JSON"]),
         ([{**GOOD, "condition": "neutral"}], [], ["line 1", "good or bad"]),
         ([{k: v for k, v in GOOD.items() if k != "clean"}], [], ["line 1", "`clean`"]),
-        ([GOOD], ["--level", "mlp"], ["unknown --level 'mlp'"]),
-        ([GOOD], ["--score", "vibes"], ["unknown --score 'vibes'"]),
-        ([GOOD], ["--positions", "some"], ["unknown --positions 'some'"]),
+        ([GOOD], ["--level", "mlp"], ["'--level'", "'mlp' is not one of"]),
+        ([GOOD], ["--score", "vibes"], ["'--score'", "'vibes' is not one of"]),
+        ([GOOD], ["--positions", "some"], ["'--positions'", "'some' is not one of"]),
         ([GOOD], ["--limit", "0"], ["--limit must be at least 1"]),
     ],
 )

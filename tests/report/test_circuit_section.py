@@ -49,7 +49,9 @@ def _best_layers(store: Store, condition: str) -> dict[str, dict[str, Any]]:
     whole residual's there."""
     rows = store.query(
         "SELECT d.intervention, arg_max(d.layer, d.normalized_effect) AS layer, "
-        "max(d.normalized_effect) AS best FROM circuit_directions d WHERE d.condition = ? "
+        "max(d.normalized_effect) AS best, arg_max(d.p_value, d.normalized_effect) AS p, "
+        "arg_max(d.dimensions, d.normalized_effect) AS dimensions FROM circuit_directions d "
+        "WHERE d.condition = ? "
         "GROUP BY d.intervention",
         [condition],
     ).to_pylist()
@@ -89,12 +91,16 @@ def test_the_reading_says_the_stored_numbers(stored):
                 else f"{complete:.2f} of that score remains"
             )
             assert f"mean-ablated and every other node kept, {shown}" in said
-            for intervention, what in (("valence", "the valence axis"), ("circuit", "nodes")):
+            for intervention, what, drawn in (
+                ("valence", "the valence axis", "random subspaces of rank"),
+                ("circuit", "nodes", "random sets of"),
+            ):
                 best = _best_layers(store, condition)[intervention]
                 assert (
-                    f"{what}, layer {best['layer']} ({best['best']:.2f} of the gap; the whole "
-                    f"residual there: {best['whole']:.2f})" in said
+                    f"{what}, layer {best['layer']} ({best['best']:.2f} of the gap, "
+                    f"p = {best['p']:.2g} against 99 {drawn} {best['dimensions']}" in said
                 )
+                assert f"; the whole residual there: {best['whole']:.2f})" in said
             assert html.escape(said) in "".join(section.blocks)
         circuit_nodes = store.query(f"SELECT count(*) AS n FROM circuit_nodes WHERE {IN_CIRCUIT}")
     (table,) = [block for block in section.blocks if block.startswith("<table>")]

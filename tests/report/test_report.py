@@ -43,9 +43,10 @@ def workspace(populated_workspace, tmp_path_factory) -> dict[str, Path]:
 
 @pytest.fixture(scope="module")
 def built(workspace) -> str:
-    result = run_cli("report", "-o", str(workspace["html"]), "--db", str(workspace["db"]))
+    folder = workspace["html"].parent
+    result = run_cli("report", "--out", str(folder), "--db", str(workspace["db"]))
     assert result.code == 0, result.stderr
-    assert "report: " in result.stdout
+    assert f"report: {workspace['html']} " in result.stdout
     return workspace["html"].read_text(encoding="utf-8")
 
 
@@ -177,13 +178,13 @@ def _render(page: Path) -> tuple[str, list[str]]:
 def test_bad_input_is_one_line_and_writes_nothing(tmp_path, workspace):
     empty = tmp_path / "empty.duckdb"
     Store(empty).close()
-    out = tmp_path / "r.html"
-    assert_user_error(run_cli("report", "-o", str(out), "--db", str(empty)), "saefeatures run")
+    out = tmp_path / "r"
+    assert_user_error(run_cli("report", "--out", str(out), "--db", str(empty)), "saefeatures run")
     assert not out.exists()
     folder = tmp_path / "folder"
-    folder.mkdir()
+    (folder / "report.html").mkdir(parents=True)
     assert_user_error(
-        run_cli("report", "-o", str(folder), "--db", str(workspace["db"])), "is a folder"
+        run_cli("report", "--out", str(folder), "--db", str(workspace["db"])), "is a folder"
     )
 
 

@@ -22,7 +22,7 @@ from tests.conftest import assert_user_error, digest, run_cli_here
 
 DATASET = str(project_data("corpora") / "templates.jsonl")
 LAYERS = (1, 3)
-TRAIN = ("--layers", "1,3", "--config", "tiny", "--tokens", "4096", "--dataset", DATASET)
+TRAIN = ("--layers", "1,3", "--config", "tiny", "--training-tokens", "4096", "--dataset", DATASET)
 TORCHRUN = (sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2")
 TORCHRUN_VARS = {
     "WORLD_SIZE",

@@ -1,4 +1,4 @@
-"""`saefeatures load --release R --sae-id S` through the real command line, offline.
+"""`saefeatures load --release R --saelens-id S` through the real command line, offline.
 
 A Hugging Face hub cache is laid out as a download leaves it for a real SAELens release,
 Gemma Scope 2 on Gemma 3 270M (resid_post, layer 12), and filled with a small SAE of the
@@ -98,7 +98,7 @@ def test_load_a_real_release_from_the_offline_cache(env):
     _cache_file(cache, REPO_ID, f"{FOLDER}/config.json", json.dumps(config).encode())
     _cache_file(cache, REPO_ID, f"{FOLDER}/params.safetensors", save(weights))
 
-    args = ("load", "--release", RELEASE, "--sae-id", SAE_ID, "--model", MODEL)
+    args = ("load", "--release", RELEASE, "--saelens-id", SAE_ID, "--model", MODEL)
     result = run_cli(*args, "--device", "cpu", env=env)
     assert result.code == 0, result.stderr
     assert "Traceback" not in result.stderr
@@ -136,6 +136,8 @@ def test_load_a_real_release_from_the_offline_cache(env):
 def test_offline_without_the_sae_in_the_cache(env):
     db = Path(env["SAEFEATURES_DB"])
     before = digest(db)
-    result = run_cli("load", "--release", RELEASE, "--sae-id", SAE_ID, "--model", MODEL, env=env)
+    result = run_cli(
+        "load", "--release", RELEASE, "--saelens-id", SAE_ID, "--model", MODEL, env=env
+    )
     assert_user_error(result, f"{RELEASE}/{SAE_ID} is not in the Hugging Face cache")
     assert digest(db) == before

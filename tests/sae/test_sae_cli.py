@@ -29,7 +29,7 @@ def env(tmp_path) -> dict[str, str]:
 
 def test_train_list_evaluate(env, tiny_llama_dir):
     common = ("--model", str(tiny_llama_dir), "--config", "tiny", "--dataset", DATASET)
-    trained = run_cli("train", *common, "--layer", "2", "--tokens", "4096", env=env)
+    trained = run_cli("train", *common, "--layer", "2", "--training-tokens", "4096", env=env)
     assert trained.code == 0, trained.stderr
     assert "resid_post" in trained.stdout and "explained_variance" in trained.stdout
     listed = run_cli("saes", "--format", "csv", env=env)
@@ -47,7 +47,7 @@ def test_train_list_evaluate(env, tiny_llama_dir):
     [
         (("--layer", "9"), "out of range"),
         (("--set", "k=999"), "must be <= d_sae"),
-        (("--tokens", "10"), "fewer than one training batch"),
+        (("--training-tokens", "10"), "fewer than one training batch"),
         (("--dataset", "/nonexistent/notes.txt"), "does not exist"),
         (("--hook", "hook_nothing"), "hook"),
     ],
@@ -94,7 +94,7 @@ def test_pretrained_without_network_and_unknown_ids(env, tiny_llama_dir):
         "load",
         "--release",
         "gpt2-small-res-jb",
-        "--sae-id",
+        "--saelens-id",
         "blocks.0.hook_resid_pre",
         "--model",
         str(tiny_llama_dir),

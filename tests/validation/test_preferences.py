@@ -274,7 +274,7 @@ def test_preferences_through_the_cli(tmp_path, tiny_llama_dir, six):
         "happy,calm,afraid,sad",
         "--activities",
         str(listed),
-        "--pairs",
+        "--comparisons",
         "30",
         "--steer-activities",
         "2",

@@ -207,7 +207,7 @@ def tested(tmp_path_factory, tiny_chat_dir) -> dict[str, object]:
     assert run_cli_here("load", "--path", str(sae), *model, env=env).code == 0
     align = ("align", "--layer", str(LAYER), *model, "--corpus", "templates", "--sample-rows", "0")
     align = (*align, "--k-max", "2")
-    aligned = run_cli_here(*align, "--null-samples", "100", "--top", "5", env=env)
+    aligned = run_cli_here(*align, "--null-directions", "100", "--top", "5", env=env)
     assert aligned.code == 0, aligned.stderr
     args = (
         "validate",
@@ -225,7 +225,7 @@ def tested(tmp_path_factory, tiny_chat_dir) -> dict[str, object]:
         "float32",  # a planted trend is recovered exactly in float32 arithmetic only
     )
     result = run_cli_here(
-        *args, "--top-k", "1", "--permutations", "300", "--batch-size", "5", env=env
+        *args, "--top", "1", "--permutations", "300", "--batch-size", "5", env=env
     )
     assert result.code == 0, result.stderr
     return {

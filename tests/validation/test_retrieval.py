@@ -212,7 +212,7 @@ def retrieved(tmp_path_factory, tiny_llama_dir) -> dict[str, object]:
     planted = _planted_sae(root / "planted-sae", _vector(db, "happy"))
     assert run_cli_here("load", "--path", str(planted), *model, env=env).code == 0
     align = ("align", "--layer", str(LAYER), *model, "--corpus", "planted", "--sample-rows", "0")
-    aligned = run_cli_here(*align, "--null-samples", "100", "--k-max", "2", env=env)
+    aligned = run_cli_here(*align, "--null-directions", "100", "--k-max", "2", env=env)
     assert aligned.code == 0, aligned.stderr
     name = models.resolve(str(tiny_llama_dir)).name
     with Store(db) as store:
@@ -226,7 +226,7 @@ def retrieved(tmp_path_factory, tiny_llama_dir) -> dict[str, object]:
         *model,
         "--corpus",
         "planted",
-        "--top-k",
+        "--top",
         "1",
         "--permutations",
         "200",
@@ -366,8 +366,8 @@ def test_bad_retrieval_input_is_one_line_and_changes_nothing(retrieved, tmp_path
             (("--corpus", "templates"), ("no denoised vectors", "saefeatures vectors")),
             (("--layers", "1"), ("no SAE", "saefeatures train", "saefeatures load")),
             (("--split", "topic"), ("topics",)),
-            (("--split", "sideways"), ("unknown --split",)),
-            (("--level", "up"), ("unknown --level",)),
+            (("--split", "sideways"), ("'--split'", "'sideways' is not one of")),
+            (("--level", "up"), ("'--level'", "'up' is not one of")),
             (("--layers", "9"), ("out of range",)),
         ],
     )
