@@ -17,7 +17,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import LinearSegmentedColormap, Normalize
 from matplotlib.figure import Figure
 
-from saefeatures.errors import SaefeaturesError
+from saefeatures.errors import SaefeaturesError, writable_folder
 
 DPI = 120
 # One diverging scale for both renderers: red negative, white zero, blue positive.
@@ -33,7 +33,7 @@ def write(figure: Figure, interactive: go.Figure, stem: Path) -> list[Path]:
     The suffixes are appended, never substituted: a stem like `qwen2.5` keeps its dot.
     """
     png, html = stem.parent / f"{stem.name}.png", stem.parent / f"{stem.name}.html"
-    png.parent.mkdir(parents=True, exist_ok=True)
+    writable_folder(png.parent, "figures")
     FigureCanvasAgg(figure)
     figure.savefig(png, dpi=DPI)
     interactive.write_html(html, include_plotlyjs=True, config={"responsive": True})

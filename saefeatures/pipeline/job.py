@@ -23,7 +23,7 @@ from saefeatures import compare, models, options, steering
 from saefeatures.alignment import align, feature_map
 from saefeatures.config import REPORT_NAME
 from saefeatures.corpora import catalog, stories
-from saefeatures.errors import SaefeaturesError
+from saefeatures.errors import SaefeaturesError, writable_folder
 from saefeatures.options import RunOptions, TrainOptions
 from saefeatures.patching import patch, reply_scores
 from saefeatures.pipeline import stages
@@ -116,7 +116,7 @@ def run(workspace: Workspace, chosen: RunOptions) -> JobResult:
     """
     models.check_options(chosen.dtype, chosen.device)
     plans = [_plan(name, chosen) for name in chosen.models]
-    workspace.out.mkdir(parents=True, exist_ok=True)
+    writable_folder(workspace.out, "the run's artifacts")
     config = {**asdict(chosen), "models": [plan.spec.name for plan in plans]}
     with workspace.open_store() as store, store.run("run", config) as run_id:
         stage = stages.Stages(store, run_id, chosen.forced, workspace.logs)

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from saefeatures import __version__, compare
-from saefeatures.errors import SaefeaturesError
+from saefeatures.errors import SaefeaturesError, writable_folder
 from saefeatures.report import (
     choices,
     circuits,
@@ -44,8 +44,8 @@ def write(store: Store, path: Path) -> Report:
         raise SaefeaturesError(f"{path} is a folder; give a file name such as report.html")
     if not store.query("SELECT 1 FROM runs WHERE status = 'ok' LIMIT 1").num_rows:
         raise SaefeaturesError("the store has no finished runs yet; run `saefeatures run` first")
+    writable_folder(path.parent, "the report")
     sections = [section for build in SECTIONS if (section := build(store)) is not None]
-    path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(path.name + ".partial")
     partial.write_text(document("saefeatures report", _intro(store), sections), encoding="utf-8")
     partial.replace(path)

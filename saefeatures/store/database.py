@@ -26,7 +26,7 @@ import pyarrow as pa
 
 from saefeatures import __version__
 from saefeatures.config import project_data
-from saefeatures.errors import SaefeaturesError
+from saefeatures.errors import SaefeaturesError, writable_folder
 from saefeatures.store import hooks
 
 _VERSION_HEADER = re.compile(r"^-- version (\d+):", re.MULTILINE)
@@ -79,7 +79,7 @@ def _connect(path: Path, read_only: bool) -> duckdb.DuckDBPyConnection:
             "or point --db / SAEFEATURES_DB at an existing file"
         )
     if not read_only:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        writable_folder(path.parent, "the database")
     # A read-only connection also refuses file access outside the database
     # (COPY TO, ATTACH, reading files), so `saefeatures sql` cannot write anything.
     config = {"enable_external_access": False} if read_only else {}

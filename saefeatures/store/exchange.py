@@ -15,7 +15,7 @@ import json
 from pathlib import Path
 
 from saefeatures import __version__
-from saefeatures.errors import SaefeaturesError
+from saefeatures.errors import SaefeaturesError, writable_folder
 from saefeatures.store import hooks
 from saefeatures.store.database import Store, migrations
 
@@ -45,7 +45,7 @@ def export(store: Store, folder: Path) -> dict[str, int]:
     """Every non-empty table under `folder/<table>/`, partitioned by its model and layer."""
     if folder.exists() and any(folder.iterdir()):
         raise SaefeaturesError(f"{folder} is not empty; export into a new folder")
-    folder.mkdir(parents=True, exist_ok=True)
+    writable_folder(folder, "the export")
     written = {}
     for table, columns in _tables(store).items():
         count = store.query(f'SELECT count(*) AS n FROM "{table}"')["n"][0].as_py()

@@ -10,7 +10,7 @@ import time
 import pytest
 
 from saefeatures.store.database import Store, migrations
-from tests.conftest import assert_user_error, run_cli
+from tests.conftest import assert_user_error, run_cli, run_cli_here
 
 
 def _digest(path) -> str:
@@ -191,6 +191,29 @@ def test_sql_on_a_missing_database(tmp_path):
     missing = tmp_path / "nope.duckdb"
     assert_user_error(run_cli("sql", "SELECT 1", "--db", str(missing)), "does not exist")
     assert not missing.exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "what"),
+    [
+        (("report", "--out", "{blocker}"), "the report"),
+        (("report", "--out", "{blocker}/sub"), "the report"),
+        (("export", "--to", "{blocker}/sub"), "the export"),
+        (("run", "--out", "{blocker}"), "the run's artifacts"),
+        (("corpus", "list", "--db", "{blocker}/w.duckdb"), "the database"),
+    ],
+)
+def test_an_output_path_under_a_file_is_one_line_and_writes_nothing(db, tmp_path, args, what):
+    """A folder to write in that cannot be one (a file is there or above it) is refused
+    with one line before any work, not with the traceback of a failed mkdir."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    before = _digest(db)
+    filled = [arg.format(blocker=blocker) for arg in args]
+    result = run_cli_here(*filled, "--db", str(db)) if "--db" not in args else run_cli_here(*filled)
+    assert_user_error(result, f"cannot write {what} in {blocker}", "a folder you can write to")
+    assert _digest(db) == before
+    assert blocker.read_text() == "not a folder"
 
 
 def test_newer_schema_through_the_cli(db):
